@@ -1,0 +1,102 @@
+"""What every model family shares: optimizer wiring, the finite-loss guard, retrieval evaluation."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable, Dict, Optional
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from mmresearch.data.batch import ImageTextBatch
+from mmresearch.evaluation.metric import RetrievalMetric
+from mmresearch.optim.param_groups import split_weight_decay
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class VisionLanguageModule(L.LightningModule):
+    """Base LightningModule: subclasses define ``embed_images``, ``embed_texts`` and ``training_step``.
+
+    Args:
+        optimizer: a partial optimizer (Hydra ``_partial_: true``) called with parameter groups;
+            its ``weight_decay`` applies to weight matrices only (see ``split_weight_decay``).
+        scheduler: a partial ``(optimizer, total_steps) -> LRScheduler`` stepped every optimizer
+            step, or None.
+        eval_chunk_size: queries scored at once by the retrieval evaluator.
+    """
+
+    def __init__(self, optimizer: Callable, scheduler: Optional[Callable] = None, eval_chunk_size: Optional[int] = 1024) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_retrieval = RetrievalMetric(chunk_size=eval_chunk_size)
+        self.test_retrieval = RetrievalMetric(chunk_size=eval_chunk_size)
+
+    # ---- to implement -------------------------------------------------------------------
+    def embed_images(self, images: Tensor) -> Tensor:
+        """``[B, 3, H, W] -> [B, E]`` L2-normalised image embeddings."""
+        raise NotImplementedError
+
+    def embed_texts(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """``[T, L], [T, L] -> [T, E]`` L2-normalised caption embeddings."""
+        raise NotImplementedError
+
+    # ---- shared training helpers -------------------------------------------------------
+    def check_finite(self, terms: Dict[str, Tensor]) -> None:
+        """Stop the run with a clear message when the loss is NaN or infinite."""
+        loss = terms["loss"]
+        if not bool(torch.isfinite(loss.detach())):
+            shown = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in terms.items())
+            raise NonFiniteLossError(
+                f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}): {shown}. "
+                "Lower optimizer.lr, check the data, or enable gradient clipping (trainer.gradient_clip_val)."
+            )
+
+    def log_terms(self, terms: Dict[str, Tensor], prefix: str, batch_size: int) -> None:
+        for name, value in terms.items():
+            self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def _eval_step(self, batch: ImageTextBatch, metric: RetrievalMetric) -> None:
+        image_emb = self.embed_images(batch.images)
+        text_emb = self.embed_texts(batch.input_ids, batch.attention_mask)
+        text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=self.device)
+        metric.update(image_emb, batch.image_ids, text_emb, batch.text_image_ids, text_ids)
+
+    def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_retrieval)
+
+    def test_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_retrieval)
+
+    def _log_eval(self, metric: RetrievalMetric, prefix: str) -> Dict[str, float]:
+        values = metric.compute()
+        metric.reset()
+        # The values are computed from embeddings gathered from every rank: identical everywhere.
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, sync_dist=False)
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval(self.val_retrieval, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval(self.test_retrieval, "test")
+
+    # ---- optimisation ------------------------------------------------------------------
+    def configure_optimizers(self):
+        weight_decay = 0.0
+        if isinstance(self.optimizer_factory, partial):
+            weight_decay = float(self.optimizer_factory.keywords.pop("weight_decay", 0.0))
+            self.optimizer_factory.keywords["weight_decay"] = weight_decay
+        optimizer = self.optimizer_factory(split_weight_decay(self, weight_decay))
+        if self.scheduler_factory is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 10_000
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}

@@ -1,0 +1,48 @@
+"""Image-text contrastive losses.
+
+Every loss is a pure function plus an ``nn.Module`` wrapping it; the module's forward is
+``forward(image_features [N, D], text_features [N, D], logit_scale (scalar), image_ids [N] | None,
+text_image_ids [N] | None) -> {"loss": ..., <terms>: ...}`` and handles the distributed gather
+(see :class:`~mmresearch.modules.losses.base.ContrastiveLoss`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmresearch.modules.losses.base import Columns, ContrastiveLoss, PairView, make_view
+from mmresearch.modules.losses.infonce import InfoNCELoss, infonce_loss
+from mmresearch.modules.losses.margin import MarginContrastiveLoss, margin_contrastive_loss
+from mmresearch.modules.losses.ntxent import NTXentLoss, ntxent_loss
+from mmresearch.modules.losses.siglip import SigLIPLoss, siglip_loss
+from mmresearch.modules.losses.triplet import TripletLoss, triplet_loss
+
+__all__ = [
+    "LOSSES",
+    "build_loss",
+    "Columns",
+    "ContrastiveLoss",
+    "PairView",
+    "make_view",
+    "InfoNCELoss",
+    "SigLIPLoss",
+    "TripletLoss",
+    "NTXentLoss",
+    "MarginContrastiveLoss",
+    "infonce_loss",
+    "siglip_loss",
+    "triplet_loss",
+    "ntxent_loss",
+    "margin_contrastive_loss",
+]
+
+LOSSES: dict[str, type[ContrastiveLoss]] = {
+    cls.name: cls for cls in (InfoNCELoss, SigLIPLoss, TripletLoss, NTXentLoss, MarginContrastiveLoss)
+}
+
+
+def build_loss(name: str, **kwargs: Any) -> ContrastiveLoss:
+    """Instantiate the loss registered under ``name`` (a key of :data:`LOSSES`) with ``kwargs``."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name](**kwargs)

@@ -1,0 +1,88 @@
+"""InfoNCE: CLIP's symmetric cross entropy over image-text similarities (Radford et al. 2021).
+
+Shapes: ``N`` pairs on this rank, ``D`` embedding size, ``G`` pairs in the global batch,
+``R`` rows computed by this call (see :mod:`mmresearch.modules.losses.base`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor
+
+from mmresearch.modules.losses.base import Columns, ContrastiveLoss, check_number, make_view
+
+__all__ = ["infonce_loss", "InfoNCELoss"]
+
+
+def _soft_cross_entropy(logits: Tensor, positives: Tensor, label_smoothing: float) -> Tensor:
+    """Mean over rows of the cross entropy of ``logits`` ``[R, G]`` against soft targets.
+
+    The target of a row is uniform over its ``positives`` ``[R, G]`` (bool), then smoothed as
+    ``torch.nn.functional.cross_entropy`` does: ``(1 - eps) * target + eps / G``.
+    """
+    target = positives.to(logits.dtype)
+    target = target / target.sum(dim=1, keepdim=True)
+    if label_smoothing > 0:
+        target = target * (1.0 - label_smoothing) + label_smoothing / logits.shape[1]
+    return -(target * logits.log_softmax(dim=1)).sum(dim=1).mean()
+
+
+def infonce_loss(
+    image_features: Tensor,
+    text_features: Tensor,
+    logit_scale: Tensor,
+    image_ids: Optional[Tensor] = None,
+    text_image_ids: Optional[Tensor] = None,
+    *,
+    label_smoothing: float = 0.0,
+    columns: Optional[Columns] = None,
+) -> dict[str, Tensor]:
+    """Symmetric InfoNCE.
+
+    ``logits_i2t = logit_scale * I @ T^T`` ``[R, G]`` and ``logits_t2i = logit_scale * T @ I^T``
+    ``[R, G]``; each row's target is uniform over its positives (texts / images with the same
+    image id, and always its own pair: ALBEF-style soft targets; one-hot on the pair without
+    ids), smoothed by ``label_smoothing``. ``loss = (loss_i2t + loss_t2i) / 2``, each term the
+    mean over rows.
+
+    Args:
+        image_features: ``[R, D]`` L2-normalised; text_features: ``[R, D]`` (row ``i`` pairs).
+        logit_scale: scalar tensor ``1 / tau``.
+        image_ids, text_image_ids: ``[R]`` long, or None.
+        label_smoothing: ``eps`` in ``[0, 1)``.
+        columns: the whole gathered batch when these rows are one rank's share, else None.
+
+    Returns:
+        ``{"loss", "loss_i2t", "loss_t2i"}``, scalars.
+    """
+    view = make_view(image_features, text_features, image_ids, text_image_ids, columns)
+    logits_i2t = logit_scale * view.image_rows @ view.text_cols.T  # [R, G]
+    logits_t2i = logit_scale * view.text_rows @ view.image_cols.T  # [R, G]
+    loss_i2t = _soft_cross_entropy(logits_i2t, view.positives_i2t(), label_smoothing)
+    loss_t2i = _soft_cross_entropy(logits_t2i, view.positives_t2i(), label_smoothing)
+    return {"loss": (loss_i2t + loss_t2i) / 2, "loss_i2t": loss_i2t, "loss_t2i": loss_t2i}
+
+
+class InfoNCELoss(ContrastiveLoss):
+    """CLIP symmetric cross entropy, as a module (see :func:`infonce_loss`).
+
+    Args:
+        label_smoothing: ``eps`` in ``[0, 1)`` applied to the (soft) targets.
+        local_loss, gather_with_grad: distributed mode, see :class:`ContrastiveLoss`.
+    """
+
+    name = "infonce"
+
+    def __init__(self, label_smoothing: float = 0.0, local_loss: bool = True, gather_with_grad: bool = True) -> None:
+        super().__init__(local_loss=local_loss, gather_with_grad=gather_with_grad)
+        self.label_smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
+
+    def compute(self, image_features, text_features, logit_scale, image_ids, text_image_ids, columns):
+        return infonce_loss(
+            image_features, text_features, logit_scale, image_ids, text_image_ids,
+            label_smoothing=self.label_smoothing, columns=columns,
+        )
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}, {super().extra_repr()}"

@@ -1,0 +1,77 @@
+"""Train (then test) a model from the Hydra config tree in ``conf/``.
+
+Usage::
+
+    mmr-train                                   # dual encoder on the built-in shapes data
+    mmr-train loss=siglip temperature=siglip    # swap one part
+    mmr-train --multirun seed=0,1,2             # a sweep
+    python -m mmresearch.train trainer=ddp_cpu  # 2 processes on the CPU
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from mmresearch.models.builder import build_model
+from mmresearch.utils.instantiate import build, build_dict
+from mmresearch.utils.results import format_table, write_results
+
+log = logging.getLogger("mmresearch.train")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def _output_dir(cfg: DictConfig) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def train(cfg: DictConfig) -> Dict[str, Any]:
+    """Fit, test the best checkpoint and write ``results.json``; returns the test metrics."""
+    started = time.time()
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    L.seed_everything(cfg.seed, workers=True)
+    out_dir = _output_dir(cfg)
+
+    tokenizer = build(cfg, "tokenizer")
+    datamodule = build(cfg, "data", tokenizer=tokenizer)
+    model = build_model(cfg, tokenizer)
+    trainer: L.Trainer = build(cfg, "trainer", callbacks=build_dict(cfg, "callbacks"), logger=build_dict(cfg, "logger") or False)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics: Dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if cfg.get("test", True):
+        ckpt: Optional[str] = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+        metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
+        path = write_results(out_dir, metrics, cfg, time.time() - started, extra={"best_checkpoint": best or None})
+        shown = {k: v for k, v in metrics.items() if k.startswith("test/")} or metrics
+        print(format_table(shown, title=f"{'test' if cfg.get('test', True) else 'val'} metrics ({path})"))
+    return metrics
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> Optional[float]:
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers when set."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    metrics = train(cfg)
+    key = cfg.get("optimized_metric")
+    return metrics.get(key) if key else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Instantiate config groups with errors that name the config key."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mmresearch.utils.errors import ConfigError
+
+
+def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of ``cfg.<key>``; a failure becomes a ConfigError naming ``key``."""
+    node = OmegaConf.select(cfg, key)
+    if node is None:
+        raise ConfigError(f"config key `{key}` is missing or null")
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
+        raise ConfigError(f"could not build `{key}` (_target_: {target}): {type(cause).__name__ if cause else ''} {cause or err}") from err
+
+
+def build_dict(cfg: DictConfig, key: str) -> List[Any]:
+    """Instantiate every entry of a dict-of-configs group (callbacks, loggers); null entries skipped."""
+    node = OmegaConf.select(cfg, key)
+    if node is None:
+        return []
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"`{key}` must be a mapping of name -> config, got {type(node).__name__}")
+    out: List[Any] = []
+    for name, sub in node.items():
+        if sub is None:
+            continue
+        if not isinstance(sub, DictConfig) or "_target_" not in sub:
+            raise ConfigError(f"`{key}.{name}` needs a _target_")
+        out.append(build(cfg, f"{key}.{name}"))
+    return out
+
+
+def as_dict(cfg: DictConfig) -> Dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,139 @@
+"""InfoNCE against a plain hand computation; options; config; registry."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmresearch.modules.losses import LOSSES, InfoNCELoss, build_loss, infonce_loss
+
+IDS4 = [5, 5, 2, 8]  # rows 0 and 1: two captions of one image
+IDS6 = [7, 7, 3, 9, 1, 9]  # rows 0/1 and 3/5 share an image (3 and 5 on different halves)
+
+
+def hand_infonce(images, texts, scale, ids, eps):
+    """Symmetric CE with uniform targets over positives, smoothed, written with loops."""
+    images, texts = images.tolist(), texts.tolist()
+    n = len(images)
+    ids = list(range(n)) if ids is None else ids
+
+    def direction(rows, cols):
+        total = 0.0
+        for i in range(n):
+            logits = [scale * sum(a * b for a, b in zip(rows[i], cols[j])) for j in range(n)]
+            log_z = math.log(sum(math.exp(x) for x in logits))
+            positives = [j for j in range(n) if ids[j] == ids[i]]
+            for j in range(n):
+                target = 1.0 / len(positives) if j in positives else 0.0
+                target = (1 - eps) * target + eps / n
+                total -= target * (logits[j] - log_z)
+        return total / n
+
+    i2t, t2i = direction(images, texts), direction(texts, images)
+    return {"loss": (i2t + t2i) / 2, "loss_i2t": i2t, "loss_t2i": t2i}
+
+
+@pytest.mark.parametrize("ids", [None, IDS4], ids=["pairs", "repeated_ids"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_matches_hand_computation(batch, ids, eps):
+    images, texts, id_t = batch(n=4, d=3, ids=ids)
+    scale = torch.tensor(2.5, dtype=torch.float64)
+    out = InfoNCELoss(label_smoothing=eps)(images, texts, scale, id_t, id_t)
+    expected = hand_infonce(images, texts, 2.5, ids, eps)
+    assert set(out) == set(expected)
+    for key, value in expected.items():
+        assert out[key].dim() == 0
+        assert out[key].item() == pytest.approx(value, abs=1e-10), key
+
+
+def test_without_ids_equals_torch_cross_entropy(batch):
+    images, texts, _ = batch(n=5, d=4)
+    scale = torch.tensor(3.0, dtype=torch.float64)
+    logits = scale * images @ texts.T
+    labels = torch.arange(5)
+    expected = (F.cross_entropy(logits, labels, label_smoothing=0.2) + F.cross_entropy(logits.T, labels, label_smoothing=0.2)) / 2
+    out = infonce_loss(images, texts, scale, label_smoothing=0.2)
+    torch.testing.assert_close(out["loss"], expected)
+
+
+def test_distinct_ids_equal_no_ids(batch):
+    images, texts, _ = batch(n=4)
+    scale = torch.tensor(2.0, dtype=torch.float64)
+    ids = torch.tensor([10, 3, 4, 11])
+    torch.testing.assert_close(infonce_loss(images, texts, scale)["loss"], infonce_loss(images, texts, scale, ids, ids)["loss"])
+
+
+def test_logit_scale_gets_gradient(batch):
+    images, texts, _ = batch(n=4)
+    scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    InfoNCELoss()(images, texts, scale)["loss"].backward()
+    assert scale.grad is not None and scale.grad.abs().item() > 0
+
+
+@pytest.mark.parametrize("ids", [None, IDS6], ids=["pairs", "repeated_ids"])
+@pytest.mark.parametrize("world", [2, 3])
+def test_local_rows_average_to_full_batch(batch, simulated_ranks, full_batch, ids, world):
+    images, texts, id_t = batch(n=6, d=3, ids=ids)
+    scale = torch.tensor(2.0, dtype=torch.float64)
+    module = InfoNCELoss(label_smoothing=0.1)
+    local, local_grads = simulated_ranks(module, images, texts, scale, id_t, world)
+    full, full_grads = full_batch(module, images, texts, scale, id_t)
+    for key in full:
+        torch.testing.assert_close(local[key], full[key])
+    for a, b in zip(local_grads, full_grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"label_smoothing": 1.5}, ValueError, r"loss\.label_smoothing must be in \[0, 1\), got 1\.5"),
+        ({"label_smoothing": 1.0}, ValueError, r"loss\.label_smoothing"),
+        ({"label_smoothing": -0.1}, ValueError, r"loss\.label_smoothing"),
+        ({"label_smoothing": "0.1"}, TypeError, r"loss\.label_smoothing"),
+        ({"local_loss": "yes"}, TypeError, r"loss\.local_loss"),
+        ({"gather_with_grad": 1}, TypeError, r"loss\.gather_with_grad"),
+        ({"local_loss": True, "gather_with_grad": False}, ValueError, r"loss\.gather_with_grad"),
+    ],
+)
+def test_invalid_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        InfoNCELoss(**kwargs)
+
+
+def test_global_loss_without_grad_gather_is_allowed():
+    module = InfoNCELoss(local_loss=False, gather_with_grad=False)
+    assert not module.local_loss and not module.gather_with_grad
+
+
+def test_invalid_inputs(batch):
+    images, texts, _ = batch(n=4)
+    scale = torch.tensor(1.0, dtype=torch.float64)
+    loss = InfoNCELoss()
+    with pytest.raises(ValueError, match="same shape"):
+        loss(images, texts[:3], scale)
+    with pytest.raises(ValueError, match="given together"):
+        loss(images, texts, scale, torch.arange(4), None)
+    with pytest.raises(ValueError, match=r"image_ids must be \[N\]"):
+        loss(images, texts, scale, torch.arange(3), torch.arange(3))
+    with pytest.raises(TypeError, match="integer"):
+        loss(images, texts, scale, torch.zeros(4), torch.zeros(4))
+    with pytest.raises(ValueError, match="scalar"):
+        loss(images, texts, torch.ones(2))
+
+
+def test_config(check_config):
+    check_config(InfoNCELoss, "infonce")
+
+
+def test_build_loss_and_registry():
+    assert set(LOSSES) == {"infonce", "siglip", "triplet", "ntxent", "margin"}
+    for name, cls in LOSSES.items():
+        assert cls.name == name
+    loss = build_loss("infonce", label_smoothing=0.1)
+    assert isinstance(loss, InfoNCELoss) and loss.label_smoothing == 0.1
+    with pytest.raises(ValueError, match=r"'clip'.*infonce, margin, ntxent, siglip, triplet"):
+        build_loss("clip")

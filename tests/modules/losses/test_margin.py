@@ -1,0 +1,92 @@
+"""Margin contrastive loss (Hadsell et al.) against a plain hand computation; options; config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmresearch.modules.losses import MarginContrastiveLoss
+
+IDS4 = [5, 5, 2, 8]
+IDS6 = [7, 7, 3, 9, 1, 9]
+
+
+def hand_margin(images, texts, ids, margin):
+    """Mean of d^2 over positive pairs + mean of max(0, margin - d)^2 over negative pairs."""
+    images, texts = images.tolist(), texts.tolist()
+    n = len(images)
+    ids = list(range(n)) if ids is None else ids
+    pos, neg = [], []
+    for i in range(n):
+        for j in range(n):
+            d = 1.0 - sum(a * b for a, b in zip(images[i], texts[j]))
+            if ids[i] == ids[j]:
+                pos.append(d**2)
+            else:
+                neg.append(max(0.0, margin - d) ** 2)
+    loss_pos = sum(pos) / len(pos)
+    loss_neg = sum(neg) / len(neg) if neg else 0.0
+    return {"loss": loss_pos + loss_neg, "loss_pos": loss_pos, "loss_neg": loss_neg}
+
+
+@pytest.mark.parametrize("ids", [None, IDS4], ids=["pairs", "repeated_ids"])
+@pytest.mark.parametrize("margin", [0.5, 1.5])
+def test_matches_hand_computation(batch, ids, margin):
+    images, texts, id_t = batch(n=4, d=3, ids=ids)
+    out = MarginContrastiveLoss(margin=margin)(images, texts, torch.tensor(3.0), id_t, id_t)
+    expected = hand_margin(images, texts, ids, margin)
+    assert set(out) == set(expected)
+    for key, value in expected.items():
+        assert out[key].dim() == 0
+        assert out[key].item() == pytest.approx(value, abs=1e-10), key
+
+
+def test_all_positives_gives_zero_negative_term(batch):
+    images, texts, _ = batch(n=3)
+    ids = torch.tensor([4, 4, 4])
+    out = MarginContrastiveLoss()(images, texts, torch.tensor(1.0), ids, ids)
+    assert out["loss_neg"].item() == 0.0
+    assert out["loss"].item() == pytest.approx(hand_margin(images, texts, [4, 4, 4], 0.5)["loss"], abs=1e-10)
+
+
+def test_logit_scale_is_ignored_but_gets_zero_gradient(batch):
+    images, texts, _ = batch(n=4)
+    loss = MarginContrastiveLoss()
+    a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    out_a = loss(images, texts, a)
+    out_b = loss(images, texts, torch.tensor(50.0, dtype=torch.float64))
+    torch.testing.assert_close(out_a["loss"], out_b["loss"])
+    out_a["loss"].backward()
+    assert a.grad is not None and a.grad.item() == 0.0
+
+
+@pytest.mark.parametrize("ids", [None, IDS6], ids=["pairs", "repeated_ids"])
+@pytest.mark.parametrize("world", [2, 3])
+def test_local_rows_average_to_full_batch(batch, simulated_ranks, full_batch, ids, world):
+    images, texts, id_t = batch(n=6, d=3, ids=ids)
+    scale = torch.tensor(3.0, dtype=torch.float64)
+    module = MarginContrastiveLoss(margin=1.2)
+    local, local_grads = simulated_ranks(module, images, texts, scale, id_t, world)
+    full, full_grads = full_batch(module, images, texts, scale, id_t)
+    for key in full:
+        torch.testing.assert_close(local[key], full[key])
+    for a, b in zip(local_grads, full_grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"margin": 0.0}, ValueError, r"loss\.margin must be in \(0, 2\], got 0"),
+        ({"margin": 2.5}, ValueError, r"loss\.margin"),
+        ({"margin": "big"}, TypeError, r"loss\.margin"),
+        ({"local_loss": True, "gather_with_grad": False}, ValueError, r"loss\.gather_with_grad"),
+    ],
+)
+def test_invalid_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MarginContrastiveLoss(**kwargs)
+
+
+def test_config(check_config):
+    check_config(MarginContrastiveLoss, "margin")
