@@ -331,8 +331,8 @@ class ContrastiveLoss(nn.Module):
             all_images = all_gather_with_grad(image_features)
             all_texts = all_gather_with_grad(text_features)
         else:  # only with local_loss=False (checked in __init__): see the class docstring
-            all_images = all_gather_no_grad(image_features, local_grad_scale=1.0)
-            all_texts = all_gather_no_grad(text_features, local_grad_scale=1.0)
+            all_images = all_gather_no_grad(image_features, local_grad_scale=float(world))
+            all_texts = all_gather_no_grad(text_features, local_grad_scale=float(world))
 
         if self.local_loss:
             columns = Columns(all_images, all_texts, all_image_ids, all_text_ids, offset=rank * n)
