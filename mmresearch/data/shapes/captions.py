@@ -39,35 +39,57 @@ _ARTICLES = _expand(ARTICLES)
 _PREFIXES = _expand(CAPTION_PREFIXES)
 
 
-def _pick(options: tuple[str, ...], rng: random.Random) -> str:
-    return options[rng.randrange(len(options))] if len(options) > 1 else options[0]
-
-
-def random_object_phrase(shape: str, colour: str, size: str, rng: random.Random) -> str:
-    """An object phrase with a random form, article and synonyms, e.g. ``"a tiny disc in scarlet"``."""
-    form = _pick(_FORMS, rng)
-    z = _pick(SIZE_SYNONYMS[size], rng)
-    c = _pick(COLOUR_SYNONYMS[colour], rng)
-    s = _pick(SHAPE_SYNONYMS[shape], rng)
-    article = _pick(_ARTICLES, rng)
-    first = {"{z}": z, "{c}": c, "{s}": s}[form.split()[1]]
+def _object_phrase(form: str, article: str, z: str, c: str, s: str) -> str:
     if article == "a":
+        first = {"{z}": z, "{c}": c, "{s}": s}[form.split()[1]]
         article = article_for(first)
     return form.format(a=article, z=z, c=c, s=s)
 
 
+@lru_cache(maxsize=None)
+def object_phrases(shape: str, colour: str, size: str) -> tuple[str, ...]:
+    """Every phrasing of an object, repeated by weight (uniform pick = the weighted distribution):
+    form x article x size synonym x colour synonym x shape synonym."""
+    return tuple(
+        _object_phrase(form, article, z, c, s)
+        for form in _FORMS
+        for article in _ARTICLES
+        for z in SIZE_SYNONYMS[size]
+        for c in COLOUR_SYNONYMS[colour]
+        for s in SHAPE_SYNONYMS[shape]
+    )
+
+
+@lru_cache(maxsize=None)
+def layout_templates(layout: str) -> tuple[str, ...]:
+    """Every template of a layout with every prefix it may take, repeated by weight, such that a
+    uniform pick first picks a template uniformly and then a prefix by its weight."""
+    total = len(_PREFIXES)
+    out: list[str] = []
+    for template in CAPTION_TEMPLATES[layout]:
+        if template.prefixable:
+            out.extend(prefix + template.text for prefix in _PREFIXES)
+        else:
+            out.extend([template.text] * total)
+    return tuple(out)
+
+
+def _pick(options: tuple[str, ...], rng: random.Random) -> str:
+    return options[int(rng.random() * len(options))]
+
+
+def random_object_phrase(shape: str, colour: str, size: str, rng: random.Random) -> str:
+    """An object phrase with a random form, article and synonyms, e.g. ``"a tiny disc in scarlet"``."""
+    return _pick(object_phrases(shape, colour, size), rng)
+
+
 def random_caption(scene: Scene, rng: random.Random) -> str:
-    """One caption of ``scene``: a random template of its layout, prefix, phrasing and synonyms."""
-    templates = CAPTION_TEMPLATES[scene.layout]
-    template = templates[rng.randrange(len(templates))]
-    phrases = [random_object_phrase(o.shape, o.colour, o.size, rng) for o in scene.objects]
+    """One caption of ``scene``: a random template of its layout (uniform), prefix, phrasing and
+    synonyms (by weight)."""
+    template = _pick(layout_templates(scene.layout), rng)
+    phrases = [_pick(object_phrases(o.shape, o.colour, o.size), rng) for o in scene.objects]
     region = _pick(REGION_PHRASES[scene.region], rng) if scene.region is not None else ""
-    text = template.text.format(*phrases, r=region)
-    if template.prefixable:
-        prefix = _pick(_PREFIXES, rng)
-        if prefix:
-            text = prefix + text
-    return text
+    return template.format(*phrases, r=region)
 
 
 def generate_captions(scene: Scene, n: int, rng: random.Random, max_tries: int = 20) -> list[str]:

@@ -59,8 +59,11 @@ LABEL_NAMES: tuple[str, ...] = ("shape", "colour", "count")
 #: Names of the hard-negative kinds, indexed by ``neg_kind``.
 NEG_KIND_NAMES: tuple[str, ...] = ("shape", "colour", "size", "relation")
 
-#: Maximum position jitter of each object (fraction of the image side; 1.6 px at 64 px).
-POSITION_JITTER = 0.025
+#: Maximum position jitter of each object (fraction of the image side; 3.2 px at 64 px), reduced
+#: for large objects to what their layout slot leaves (about 1.3 px at 64 px).
+POSITION_JITTER = 0.05
+#: Minimum gap between an object's bounding box and the image border (half the gap between objects).
+EDGE_MARGIN = 0.017
 #: Relative radius jitter of each object (+-10%).
 SIZE_JITTER = 0.10
 
@@ -135,19 +138,25 @@ def _check_layout(layout: str, count: int, region: Optional[str]) -> None:
 
 
 def layout_positions(
-    layout: str, count: int, region: Optional[str] = None, rng: Optional[random.Random] = None
+    layout: str,
+    count: int,
+    region: Optional[str] = None,
+    rng: Optional[random.Random] = None,
+    radii: Optional[Sequence[float]] = None,
 ) -> list[tuple[float, float]]:
     """Object centres (canonical order) for a layout, jittered when ``rng`` is given.
 
-    The numbers guarantee that objects of radius up to ``1.1 * SIZE_RADIUS["large"]`` stay inside
-    the image and never overlap (their bounding boxes are disjoint along the layout's axis):
-    adjacent centres are >= 1/3 - 2 * jitter = 0.283 apart and >= 1/6 - jitter from the border.
+    Layout slots: the 3x3 cell centres (1/6, 1/2, 5/6) for ``region`` and ``row``/``column``; for
+    two objects, a random separation in [0.34, 0.56] and shift in [-0.05, 0.05] along the axis. The
+    whole group of a multi-object layout moves by up to 0.2 across the axis. Each object then moves
+    by up to ``min(POSITION_JITTER, 1/6 - radius - EDGE_MARGIN)`` in x and y: slots are >= 1/3 apart
+    and >= 1/6 from the border, so objects keep an ``EDGE_MARGIN`` (1 px at 64 px) to the border
+    and twice that between each other (bounding boxes of half-extent ``radius``).
     """
     u = rng.uniform if rng is not None else (lambda a, b: 0.5 * (a + b))
     if layout == "region":
         col, row = REGIONS[region]  # type: ignore[index]
-        along, perp = [(col + 0.5) / 3.0], (row + 0.5) / 3.0
-        centres = [(along[0], perp)]
+        centres = [((col + 0.5) / 3.0, (row + 0.5) / 3.0)]
     else:
         perp = 0.5 + u(-0.2, 0.2)
         if count == 2:
@@ -161,7 +170,13 @@ def layout_positions(
             centres = [(perp, a) for a in along]
     if rng is None:
         return centres
-    return [(x + u(-POSITION_JITTER, POSITION_JITTER), y + u(-POSITION_JITTER, POSITION_JITTER)) for x, y in centres]
+    if radii is None:
+        radii = [SIZE_RADIUS["large"] * (1 + SIZE_JITTER)] * count
+    out = []
+    for (x, y), r in zip(centres, radii):
+        j = max(0.0, min(POSITION_JITTER, 1 / 6 - r - EDGE_MARGIN))
+        out.append((x + rng.uniform(-j, j), y + rng.uniform(-j, j)))
+    return out
 
 
 def make_scene(
@@ -188,12 +203,15 @@ def make_scene(
     for shape, colour, size in objects:
         if size not in SIZE_RADIUS:
             raise ValueError(f"unknown size {size!r}; allowed: {list(SIZE_RADIUS)}")
-    centres = layout_positions(layout, count, region, rng)
-    built = []
-    for (shape, colour, size), (x, y) in zip(objects, centres):
-        scale = 1.0 + (rng.uniform(-SIZE_JITTER, SIZE_JITTER) if rng is not None else 0.0)
-        built.append(SceneObject(shape, colour, size, x, y, SIZE_RADIUS[size] * scale))
-    return Scene(tuple(built), layout, region, background if background is not None else Background())
+    if rng is not None:
+        radii = [SIZE_RADIUS[size] * (1.0 + rng.uniform(-SIZE_JITTER, SIZE_JITTER)) for _, _, size in objects]
+    else:
+        radii = [SIZE_RADIUS[size] for _, _, size in objects]
+    centres = layout_positions(layout, count, region, rng, radii)
+    built = tuple(
+        SceneObject(shape, colour, size, x, y, r) for (shape, colour, size), (x, y), r in zip(objects, centres, radii)
+    )
+    return Scene(built, layout, region, background if background is not None else Background())
 
 
 def sample_background(rng: random.Random) -> Background:
@@ -250,22 +268,20 @@ def _decode_keys(count: int, indices: np.ndarray, vocab: ShapesVocab) -> list[tu
     return [(layouts[int(li)], None, tuple(o)) for li, o in zip(layout_idx, stacked)]
 
 
-def allocate_counts(
-    size: int, vocab: ShapesVocab, count_weights: Sequence[float], rng: np.random.Generator, split: str = "?"
-) -> np.ndarray:
-    """Object count of each of ``size`` scenes: drawn from ``count_weights`` (for 1, 2, 3 objects),
-    but only among counts that still have unused canonical scenes.
-
-    Raises ``ValueError`` naming the split when more unique scenes are asked for than exist.
-    """
-    weights = np.asarray(list(count_weights), dtype=np.float64)
+def _count_capacity(vocab: ShapesVocab, count_weights: Sequence[float]) -> np.ndarray:
+    weights = np.asarray([float(w) for w in count_weights], dtype=np.float64)
     if weights.shape != (MAX_OBJECTS,) or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(
             f"data.count_weights must be {MAX_OBJECTS} non-negative weights (for 1..{MAX_OBJECTS} objects) "
             f"with a positive sum, got {list(count_weights)}"
         )
     space = scene_space_sizes(vocab)
-    capacity = np.array([space[c] if weights[c - 1] > 0 else 0 for c in range(1, MAX_OBJECTS + 1)])
+    return np.array([space[c] if weights[c - 1] > 0 else 0 for c in range(1, MAX_OBJECTS + 1)])
+
+
+def check_split_size(split: str, size: int, vocab: ShapesVocab, count_weights: Sequence[float] = (1, 1, 1)) -> None:
+    """Raises ``ValueError`` naming the split when it asks for more unique scenes than exist."""
+    capacity = _count_capacity(vocab, count_weights)
     if size > capacity.sum():
         detail = ", ".join(f"{c} object(s): {int(capacity[c - 1])}" for c in range(1, MAX_OBJECTS + 1))
         raise ValueError(
@@ -274,6 +290,19 @@ def allocate_counts(
             f"data.colours={list(vocab.colours)}, data.sizes={list(vocab.sizes)}, "
             f"data.count_weights={list(count_weights)}; lower data.{split}_size or allow more attribute values"
         )
+
+
+def allocate_counts(
+    size: int, vocab: ShapesVocab, count_weights: Sequence[float], rng: np.random.Generator, split: str = "?"
+) -> np.ndarray:
+    """Object count of each of ``size`` scenes: drawn from ``count_weights`` (for 1, 2, 3 objects),
+    but only among counts that still have unused canonical scenes.
+
+    Raises ``ValueError`` naming the split when more unique scenes are asked for than exist.
+    """
+    check_split_size(split, size, vocab, count_weights)
+    capacity = _count_capacity(vocab, count_weights)
+    weights = np.asarray([float(w) for w in count_weights], dtype=np.float64)
     counts = rng.choice(np.arange(1, MAX_OBJECTS + 1), size=size, p=weights / weights.sum())
     while True:
         used = np.array([(counts == c).sum() for c in range(1, MAX_OBJECTS + 1)])
@@ -290,7 +319,7 @@ def sample_scenes(
     size: int,
     vocab: ShapesVocab,
     count_weights: Sequence[float] = (1.0, 1.0, 1.0),
-    seed: int | Sequence[int] = 0,
+    seed: int | Sequence[int] | np.random.SeedSequence = 0,
     split: str = "?",
 ) -> list[Scene]:
     """``size`` scenes with pairwise distinct canonical descriptions, deterministic in ``seed``.
@@ -299,8 +328,11 @@ def sample_scenes(
     uniformly without replacement by index (exact for every count, no rejection loop needed).
     Geometry jitter and backgrounds come from a separate stream of the same seed.
     """
-    seq = np.random.SeedSequence(seed)
-    count_seq, key_seq, geo_seq = seq.spawn(3)
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    # children derived without mutating ``seq`` (unlike ``seq.spawn``), so calls are repeatable
+    count_seq, key_seq, geo_seq = (
+        np.random.SeedSequence(seq.entropy, spawn_key=tuple(seq.spawn_key) + (i,)) for i in range(3)
+    )
     counts = allocate_counts(size, vocab, count_weights, np.random.default_rng(count_seq), split)
     key_rng = np.random.default_rng(key_seq)
     keys: list = [None] * size
@@ -339,9 +371,8 @@ def describe(scene: Scene) -> str:
     Two scenes have the same canonical description iff they have the same :attr:`Scene.key`.
     """
     template = CAPTION_TEMPLATES[scene.layout][0].text
-    phrases = {str(i): object_phrase(o.attributes) for i, o in enumerate(scene.objects)}
     region = REGION_PHRASES[scene.region][0] if scene.region is not None else ""
-    return template.format(*[phrases[str(i)] for i in range(scene.count)], r=region)
+    return template.format(*[object_phrase(o.attributes) for o in scene.objects], r=region)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,7 +423,18 @@ def _attribute_options(scene: Scene, vocab: ShapesVocab, kind: str) -> list[tupl
 
 
 def feasible_negative_kinds(scene: Scene, vocab: ShapesVocab) -> list[str]:
-    kinds = [k for k in NEG_KIND_NAMES[:3] if _attribute_options(scene, vocab, k)]
+    """Kinds of hard negative possible for ``scene`` (``relation`` always is)."""
+    kinds = []
+    objs = [o.attributes for o in scene.objects]
+    for slot, (kind, values) in enumerate((("shape", vocab.shapes), ("colour", vocab.colours), ("size", vocab.sizes))):
+        for i, attrs in enumerate(objs):
+            # values an object could take that another object (same other two attributes) holds
+            taken = sum(
+                1 for j, other in enumerate(objs) if j != i and all(other[k] == attrs[k] for k in range(3) if k != slot)
+            )
+            if len(values) - 1 - taken > 0:
+                kinds.append(kind)
+                break
     return kinds + ["relation"]
 
 

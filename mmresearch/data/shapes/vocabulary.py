@@ -45,7 +45,7 @@ DEFAULT_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", 
 #: Nominal radius of each size, as a fraction of the image side. The radius is the half-extent of
 #: the shape's bounding box; large is 1.82x small in diameter. Each object's radius is jittered by
 #: +-10% around it (see :mod:`mmresearch.data.shapes.scene`).
-SIZE_RADIUS: dict[str, float] = {"small": 0.066, "large": 0.12}
+SIZE_RADIUS: dict[str, float] = {"small": 0.065, "large": 0.118}
 ALL_SIZES: tuple[str, ...] = ("small", "large")
 DEFAULT_SIZES: tuple[str, ...] = ALL_SIZES
 
@@ -157,11 +157,13 @@ class CaptionTemplate:
 
 def _t(text: str, prefixable: bool | None = None) -> CaptionTemplate:
     if prefixable is None:
-        prefixable = text.startswith("{")
+        prefixable = text.startswith("{") and not text.startswith("{r}")
     return CaptionTemplate(text, prefixable)
 
 
-#: Templates per layout. The first template of each layout (with canonical words, article "a",
+#: Templates per layout. The longest caption (11 template tokens + 3 objects of at most 6 tokens +
+#: [CLS]/[SEP]) is 31 tokens with the shapes tokenizer, so the default max_text_length=32 never
+#: truncates; long templates are therefore not prefixable. The first template of each layout (with canonical words, article "a",
 #: the first object form and no prefix) is the canonical description.
 CAPTION_TEMPLATES: dict[str, tuple[CaptionTemplate, ...]] = {
     "region": (
@@ -170,7 +172,6 @@ CAPTION_TEMPLATES: dict[str, tuple[CaptionTemplate, ...]] = {
         _t("{0} is {r}", prefixable=False),
         _t("{0} located {r}"),
         _t("{0} placed {r}"),
-        _t("{r} of the image there is {0}"),
     ),
     "horizontal": (
         _t("{0} to the left of {1}"),
@@ -202,8 +203,8 @@ CAPTION_TEMPLATES: dict[str, tuple[CaptionTemplate, ...]] = {
         _t("{2}, {1} and {0} from right to left"),
         _t("from left to right: {0}, {1} and {2}"),
         _t("from right to left: {2}, {1} and {0}"),
-        _t("{0} on the left, {1} in the middle and {2} on the right"),
-        _t("{2} on the right, {1} in the middle and {0} on the left"),
+        _t("{0} on the left, {1} in the middle and {2} on the right", prefixable=False),
+        _t("{2} on the right, {1} in the middle and {0} on the left", prefixable=False),
         _t("{1} between {0} on the left and {2} on the right"),
         _t("{1} between {2} on the right and {0} on the left"),
         _t("{0} left of {1}, which is left of {2}"),
@@ -215,8 +216,8 @@ CAPTION_TEMPLATES: dict[str, tuple[CaptionTemplate, ...]] = {
         _t("{2}, {1} and {0} from bottom to top"),
         _t("from top to bottom: {0}, {1} and {2}"),
         _t("from bottom to top: {2}, {1} and {0}"),
-        _t("{0} at the top, {1} in the middle and {2} at the bottom"),
-        _t("{2} at the bottom, {1} in the middle and {0} at the top"),
+        _t("{0} at the top, {1} in the middle and {2} at the bottom", prefixable=False),
+        _t("{2} at the bottom, {1} in the middle and {0} at the top", prefixable=False),
         _t("{1} between {0} above and {2} below"),
         _t("{1} between {2} below and {0} above"),
         _t("{0} above {1}, which is above {2}"),

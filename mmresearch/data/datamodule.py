@@ -1,0 +1,358 @@
+"""``ShapesDataModule``: the procedural shapes dataset as a Lightning data module.
+
+Batches are :class:`~mmresearch.data.batch.ImageTextBatch`: training batches are (image, caption)
+pairs; validation/test batches hold each image once with all its captions, class labels, a hard
+negative caption and questions/answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from typing import Iterator, Optional, Sequence
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Sampler
+
+from mmresearch.data.collate import PADDING_MODES, EvalCollate, TrainCollate, _per_channel
+from mmresearch.data.shapes.dataset import CaptionPairDataset, ShapesDataset
+from mmresearch.data.shapes.scene import LABEL_NAMES, NEG_KIND_NAMES, check_split_size, class_names
+from mmresearch.data.shapes.vocabulary import DEFAULT_COLOURS, DEFAULT_SHAPES, DEFAULT_SIZES, MAX_OBJECTS, ShapesVocab
+
+log = logging.getLogger(__name__)
+
+CAPTION_SAMPLING = ("random", "all")
+SPLITS = ("train", "val", "test")
+
+
+class CaptionPairSampler(Sampler[int]):
+    """Indices into a :class:`CaptionPairDataset` (``image * C + caption``), reshuffled every epoch.
+
+    ``mode="random"``: every image once per epoch, in random order, with one of its ``C`` captions
+    drawn at random; ``mode="all"``: every (image, caption) pair once per epoch. The order depends
+    only on ``seed`` and the epoch. Lightning calls :meth:`set_epoch` before each epoch; without it
+    the sampler counts its own epochs (0, 1, 2, ... one per ``iter``).
+    """
+
+    def __init__(self, num_images: int, captions_per_image: int, mode: str = "random", seed: int = 0) -> None:
+        if mode not in CAPTION_SAMPLING:
+            raise ValueError(f"data.caption_sampling must be one of {list(CAPTION_SAMPLING)}, got {mode!r}")
+        self.num_images = num_images
+        self.captions_per_image = captions_per_image
+        self.mode = mode
+        self.seed = seed
+        self.epoch = 0
+        self._epoch_set = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._epoch_set = True
+
+    def indices(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, zlib.crc32(b"caption-pairs"), epoch])
+        c = self.captions_per_image
+        if self.mode == "all":
+            return rng.permutation(self.num_images * c)
+        order = rng.permutation(self.num_images)
+        captions = rng.integers(0, c, size=self.num_images)
+        return order * c + captions[order]
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch
+        if not self._epoch_set:
+            self.epoch += 1
+        self._epoch_set = False
+        return iter(self.indices(epoch).tolist())
+
+    def __len__(self) -> int:
+        return self.num_images * (self.captions_per_image if self.mode == "all" else 1)
+
+
+def _int_option(name: str, value, minimum: int, allowed: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"data.{name} must be an integer >= {minimum}{allowed}, got {value!r}")
+    return int(value)
+
+
+class ShapesDataModule(L.LightningDataModule):
+    """Procedural shapes image-caption data (see :mod:`mmresearch.data.shapes`).
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer (built by the training script); ``None`` builds the
+            shapes WordPiece tokenizer (:func:`~mmresearch.data.tokenizer.build_shapes_tokenizer`).
+        image_size: side of the square RGB images (>= 32).
+        train_size, val_size, test_size: number of images (= unique scenes) per split.
+        captions_per_image: captions per image (C).
+        questions_per_image: questions per image (Q); 0 disables questions.
+        seed: base seed; each split uses streams derived from it and the split name.
+        shapes, colours, sizes: attribute values to use (subsets of the vocabulary).
+        count_weights: relative frequency of scenes with 1, 2, 3 objects (counts whose unique scenes
+            are used up are skipped).
+        batch_size / eval_batch_size: images per training / evaluation batch.
+        num_workers, pin_memory, persistent_workers: ``DataLoader`` options.
+        max_text_length: token length texts are truncated (and with ``padding="max_length"``
+            padded) to.
+        padding: ``"max_length"`` (fixed ``L``) or ``"longest"`` (longest text in the batch).
+        caption_sampling: ``"random"`` (each image once per epoch with one random caption) or
+            ``"all"`` (every image-caption pair once per epoch).
+        mean, std: image normalisation (a number or one per channel), applied after scaling to [0, 1].
+        train_negatives, train_questions: also put hard negatives / questions in training batches.
+    """
+
+    def __init__(
+        self,
+        tokenizer=None,
+        image_size: int = 64,
+        train_size: int = 30000,
+        val_size: int = 1000,
+        test_size: int = 1000,
+        captions_per_image: int = 5,
+        questions_per_image: int = 3,
+        seed: int = 0,
+        shapes: Sequence[str] = DEFAULT_SHAPES,
+        colours: Sequence[str] = DEFAULT_COLOURS,
+        sizes: Sequence[str] = DEFAULT_SIZES,
+        count_weights: Sequence[float] = (1.0, 1.0, 1.0),
+        batch_size: int = 256,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        max_text_length: int = 32,
+        padding: str = "max_length",
+        caption_sampling: str = "random",
+        mean: float | Sequence[float] = 0.5,
+        std: float | Sequence[float] = 0.5,
+        train_negatives: bool = False,
+        train_questions: bool = False,
+    ) -> None:
+        super().__init__()
+        self.image_size = _int_option("image_size", image_size, 32)
+        self.split_sizes = {
+            "train": _int_option("train_size", train_size, 0),
+            "val": _int_option("val_size", val_size, 0),
+            "test": _int_option("test_size", test_size, 0),
+        }
+        self.captions_per_image = _int_option("captions_per_image", captions_per_image, 1)
+        self.questions_per_image = _int_option("questions_per_image", questions_per_image, 0)
+        self.seed = _int_option("seed", seed, 0)
+        self.batch_size = _int_option("batch_size", batch_size, 1)
+        self.eval_batch_size = _int_option("eval_batch_size", eval_batch_size, 1)
+        self.num_workers = _int_option("num_workers", num_workers, 0)
+        self.max_text_length = _int_option("max_text_length", max_text_length, 4)
+        if padding not in PADDING_MODES:
+            raise ValueError(f"data.padding must be one of {list(PADDING_MODES)}, got {padding!r}")
+        if caption_sampling not in CAPTION_SAMPLING:
+            raise ValueError(f"data.caption_sampling must be one of {list(CAPTION_SAMPLING)}, got {caption_sampling!r}")
+        self.padding = padding
+        self.caption_sampling = caption_sampling
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.mean = _per_channel(mean, "mean")
+        self.std = _per_channel(std, "std")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"data.std must be > 0, got {list(self.std)}")
+        self.train_negatives = bool(train_negatives)
+        self.train_questions = bool(train_questions)
+        self.vocab = ShapesVocab(tuple(shapes), tuple(colours), tuple(sizes))
+        weights = [float(w) for w in count_weights]
+        if len(weights) != MAX_OBJECTS or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(
+                f"data.count_weights must be {MAX_OBJECTS} non-negative weights (scenes with 1..{MAX_OBJECTS} "
+                f"objects) with a positive sum, got {list(count_weights)}"
+            )
+        self.count_weights = tuple(weights)
+        for split, size in self.split_sizes.items():
+            check_split_size(split, size, self.vocab, self.count_weights)
+
+        if tokenizer is None:
+            from mmresearch.data.tokenizer import build_shapes_tokenizer
+
+            tokenizer = build_shapes_tokenizer()
+        if getattr(tokenizer, "pad_token_id", None) is None:
+            raise ValueError("the tokenizer given to ShapesDataModule has no padding token")
+        self.tokenizer = tokenizer
+        self.save_hyperparameters(
+            {
+                "image_size": self.image_size,
+                **{f"{k}_size": v for k, v in self.split_sizes.items()},
+                "captions_per_image": self.captions_per_image,
+                "questions_per_image": self.questions_per_image,
+                "seed": self.seed,
+                "shapes": list(self.vocab.shapes),
+                "colours": list(self.vocab.colours),
+                "sizes": list(self.vocab.sizes),
+                "count_weights": list(self.count_weights),
+                "batch_size": self.batch_size,
+                "eval_batch_size": self.eval_batch_size,
+                "max_text_length": self.max_text_length,
+                "padding": self.padding,
+                "caption_sampling": self.caption_sampling,
+                "mean": list(self.mean),
+                "std": list(self.std),
+                "tokenizer": type(tokenizer).__name__,
+                "vocab_size": len(tokenizer),
+            }
+        )
+        self._datasets: dict[str, ShapesDataset] = {}
+        self._train_sampler: Optional[CaptionPairSampler] = None
+
+    # ------------------------------------------------------------------------------------------
+    # What models read
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Kinds of class labels, the columns of ``batch.labels``."""
+        return LABEL_NAMES
+
+    @property
+    def class_names(self) -> dict[str, list[str]]:
+        """Class names per label kind (index = class id)."""
+        return class_names(self.vocab)
+
+    @property
+    def num_classes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.class_names.items()}
+
+    @property
+    def neg_kind_names(self) -> tuple[str, ...]:
+        """Kinds of hard negatives, indexed by ``batch.neg_kinds``."""
+        return NEG_KIND_NAMES
+
+    @property
+    def answer_vocab(self) -> tuple[str, ...]:
+        """The closed answer vocabulary, indexed by ``batch.answers``."""
+        return self.vocab.answer_vocab
+
+    @property
+    def num_answers(self) -> int:
+        return len(self.answer_vocab)
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    # ------------------------------------------------------------------------------------------
+    # Splits
+
+    def dataset(self, split: str) -> ShapesDataset:
+        """The split's dataset, generated on first use and cached."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; allowed: {list(SPLITS)}")
+        if split not in self._datasets:
+            ds = ShapesDataset(
+                self.split_sizes[split],
+                split=split,
+                seed=self.seed,
+                image_size=self.image_size,
+                captions_per_image=self.captions_per_image,
+                questions_per_image=self.questions_per_image,
+                vocab=self.vocab,
+                count_weights=self.count_weights,
+            )
+            log.info("generated %s in %.1f s", ds, ds.generation_seconds)
+            self._check_text_length(ds)
+            self._datasets[split] = ds
+        return self._datasets[split]
+
+    def _check_text_length(self, ds: ShapesDataset, longest: int = 64) -> None:
+        """Warns when the longest texts of a split do not fit in ``max_text_length`` tokens."""
+        texts = [c for cs in ds.captions for c in cs] + ds.neg_captions + [q for qs in ds.questions for q in qs]
+        if not texts:
+            return
+        texts = sorted(texts, key=len)[-longest:]
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        if max(lengths) > self.max_text_length:
+            log.warning(
+                "data.max_text_length=%d truncates texts of split %r (the longest has %d tokens with this "
+                "tokenizer); truncated captions no longer describe the whole scene",
+                self.max_text_length,
+                ds.split,
+                max(lengths),
+            )
+
+    @property
+    def train_dataset(self) -> ShapesDataset:
+        return self.dataset("train")
+
+    @property
+    def val_dataset(self) -> ShapesDataset:
+        return self.dataset("val")
+
+    @property
+    def test_dataset(self) -> ShapesDataset:
+        return self.dataset("test")
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in needed.get(stage, SPLITS) if stage is not None else SPLITS:
+            self.dataset(split)
+
+    # ------------------------------------------------------------------------------------------
+    # Loaders
+
+    def _collate_kwargs(self) -> dict:
+        return dict(max_length=self.max_text_length, mean=self.mean, std=self.std, padding=self.padding)
+
+    def _loader_kwargs(self) -> dict:
+        if self.num_workers > 0:
+            # the collate tokenises in workers: keep the tokenizers library from forking its pool
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        return dict(
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset
+        sampler = CaptionPairSampler(len(ds), self.captions_per_image, self.caption_sampling, self.seed)
+        if len(sampler) < self.batch_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is larger than the {len(sampler)} training items "
+                f"(data.train_size={len(ds)}, data.caption_sampling={self.caption_sampling!r}); with "
+                f"drop_last=True the training loader would be empty"
+            )
+        self._train_sampler = sampler
+        collate = TrainCollate(
+            self.tokenizer,
+            with_negatives=self.train_negatives,
+            with_questions=self.train_questions and self.questions_per_image > 0,
+            **self._collate_kwargs(),
+        )
+        return DataLoader(
+            CaptionPairDataset(ds),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            collate_fn=collate,
+            **self._loader_kwargs(),
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        collate = EvalCollate(
+            self.tokenizer, with_negatives=True, with_questions=self.questions_per_image > 0, **self._collate_kwargs()
+        )
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            drop_last=False,
+            collate_fn=collate,
+            **self._loader_kwargs(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
