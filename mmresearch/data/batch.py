@@ -37,6 +37,8 @@ class ImageTextBatch:
             relation swapped), or None.
         neg_attention_mask: ``[B, L]`` its mask, or None.
         neg_kinds: ``[B]`` long index of the kind of change of each hard negative, or None.
+        neg_image_ids: ``[B]`` long id of an image of the split that the hard negative happens to
+            describe (a positive of that image), -1 when none, or None.
         question_input_ids: ``[B, Q, L]`` questions about each image, or None.
         question_attention_mask: ``[B, Q, L]`` their mask, or None.
         answers: ``[B, Q]`` long index of the answer in the closed answer vocabulary, or None.
@@ -52,6 +54,7 @@ class ImageTextBatch:
     neg_input_ids: Optional[Tensor] = None
     neg_attention_mask: Optional[Tensor] = None
     neg_kinds: Optional[Tensor] = None
+    neg_image_ids: Optional[Tensor] = None
     question_input_ids: Optional[Tensor] = None
     question_attention_mask: Optional[Tensor] = None
     answers: Optional[Tensor] = None

@@ -143,6 +143,7 @@ class _TokenizingCollate:
             batch.neg_input_ids = input_ids[offset : offset + b]
             batch.neg_attention_mask = attention_mask[offset : offset + b]
             batch.neg_kinds = torch.tensor([item["neg_kind"] for item in items], dtype=torch.long)
+            batch.neg_image_ids = torch.tensor([item["neg_image_id"] for item in items], dtype=torch.long)
             offset += b
         if q:
             length = input_ids.shape[1]

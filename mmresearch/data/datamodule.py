@@ -88,8 +88,14 @@ class ShapesDataModule(L.LightningDataModule):
         questions_per_image: questions per image (Q); 0 disables questions.
         seed: base seed; each split uses streams derived from it and the split name.
         shapes, colours, sizes: attribute values to use (subsets of the vocabulary).
-        count_weights: relative frequency of scenes with 1, 2, 3 objects (counts whose unique scenes
-            are used up are skipped).
+        count_weights: relative frequency of scenes with 1, 2, 3 objects (in a split of unique
+            scenes, counts whose scenes are used up are skipped).
+        unique_train_scenes: also make canonical descriptions unique in the training split. Off
+            by default: only 630 one-object and 9,660 two-object scenes exist, so a large unique
+            training split is mostly three-object scenes while val/test keep the asked mix. With
+            it off, training scenes are drawn with replacement (each draw rendered anew) and all
+            renders of one scene share an ``image_id``, so the losses treat them and their
+            captions as positives. Validation and test splits are always unique.
         batch_size / eval_batch_size: images per training / evaluation batch.
         num_workers, pin_memory, persistent_workers: ``DataLoader`` options.
         max_text_length: token length texts are truncated (and with ``padding="max_length"``
@@ -115,6 +121,7 @@ class ShapesDataModule(L.LightningDataModule):
         colours: Sequence[str] = DEFAULT_COLOURS,
         sizes: Sequence[str] = DEFAULT_SIZES,
         count_weights: Sequence[float] = (1.0, 1.0, 1.0),
+        unique_train_scenes: bool = False,
         batch_size: int = 256,
         eval_batch_size: int = 256,
         num_workers: int = 0,
@@ -164,8 +171,10 @@ class ShapesDataModule(L.LightningDataModule):
                 f"objects) with a positive sum, got {list(count_weights)}"
             )
         self.count_weights = tuple(weights)
+        self.unique_train_scenes = bool(unique_train_scenes)
         for split, size in self.split_sizes.items():
-            check_split_size(split, size, self.vocab, self.count_weights)
+            if split != "train" or self.unique_train_scenes:
+                check_split_size(split, size, self.vocab, self.count_weights)
 
         if tokenizer is None:
             from mmresearch.data.tokenizer import build_shapes_tokenizer
@@ -185,6 +194,7 @@ class ShapesDataModule(L.LightningDataModule):
                 "colours": list(self.vocab.colours),
                 "sizes": list(self.vocab.sizes),
                 "count_weights": list(self.count_weights),
+                "unique_train_scenes": self.unique_train_scenes,
                 "batch_size": self.batch_size,
                 "eval_batch_size": self.eval_batch_size,
                 "max_text_length": self.max_text_length,
@@ -255,6 +265,7 @@ class ShapesDataModule(L.LightningDataModule):
                 questions_per_image=self.questions_per_image,
                 vocab=self.vocab,
                 count_weights=self.count_weights,
+                unique_scenes=split != "train" or self.unique_train_scenes,
             )
             log.info("generated %s in %.1f s", ds, ds.generation_seconds)
             self._check_text_length(ds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Union
 
+import torch
 from torch import Tensor, nn
 
 from mmresearch.data.batch import ImageTextBatch
@@ -67,10 +68,19 @@ class DualEncoder(VisionLanguageModule):
         return self.text_head(self.text_encoder(input_ids, attention_mask).pooled)
 
     def forward(self, batch: ImageTextBatch) -> Dict[str, Tensor]:
-        """Embeddings and loss terms of a paired batch."""
+        """Loss terms of a paired batch. When the batch carries hard-negative captions
+        (``data.train_negatives=true``) they are embedded with the text tower and passed to the
+        loss as extra negatives (NegCLIP)."""
         image_emb = self.embed_images(batch.images)
-        text_emb = self.embed_texts(batch.input_ids, batch.attention_mask)
-        return self.loss(image_emb, text_emb, self.temperature(), batch.image_ids, batch.text_image_ids)
+        texts, mask = batch.input_ids, batch.attention_mask
+        n = texts.shape[0]
+        if batch.neg_input_ids is not None:  # one text-tower pass for captions and negatives
+            texts = torch.cat([texts, batch.neg_input_ids])
+            mask = torch.cat([mask, batch.neg_attention_mask])
+        text_emb = self.embed_texts(texts, mask)
+        negatives = text_emb[n:] if batch.neg_input_ids is not None else None
+        kwargs = {} if negatives is None else {"hard_negative_text_features": negatives, "hard_negative_image_ids": batch.neg_image_ids}
+        return self.loss(image_emb, text_emb[:n], self.temperature(), batch.image_ids, batch.text_image_ids, **kwargs)
 
     def on_train_batch_start(self, batch: ImageTextBatch, batch_idx: int) -> None:
         self.temperature.step(self.global_step)

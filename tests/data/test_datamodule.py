@@ -55,9 +55,11 @@ def test_train_batch(dm, tokenizer):
     ds = dm.train_dataset
     for i in range(8):
         image_id, text_id = int(batch.image_ids[i]), int(batch.text_ids[i])
-        assert text_id // 5 == image_id
-        assert decode(tokenizer, batch.input_ids[i]) == squash(ds.captions[image_id][text_id % 5])
-        expected = (ds.images[image_id].float() / 255 - 0.5) / 0.5
+        index = text_id // 5
+        assert image_id == int(ds.scene_ids[index])  # renders of one scene share the id
+        assert ds.descriptions[image_id] == ds.descriptions[index]
+        assert decode(tokenizer, batch.input_ids[i]) == squash(ds.captions[index][text_id % 5])
+        expected = (ds.images[index].float() / 255 - 0.5) / 0.5
         assert torch.allclose(batch.images[i], expected, atol=1e-5)
 
 
@@ -187,7 +189,8 @@ def test_lightning_sets_the_epoch(tokenizer, tmp_path):
         (dict(mean=[0.5, 0.5]), r"data\.mean"),
         (dict(count_weights=[1, 1]), r"data\.count_weights"),
         (dict(batch_size=0), r"data\.batch_size"),
-        (dict(train_size=10**7), r"split 'train'.*data\.train_size=10000000"),
+        (dict(val_size=10**7), r"split 'val'.*data\.val_size=10000000"),
+        (dict(train_size=10**7, unique_train_scenes=True), r"split 'train'.*data\.train_size=10000000"),
         (dict(val_size=700, count_weights=[1, 0, 0]), r"split 'val'.*only 630"),
     ],
 )
@@ -219,3 +222,19 @@ def test_hydra_config_instantiates(tokenizer):
     assert module.batch_size == 256 and module.image_size == 64 and module.mean == (0.5, 0.5, 0.5)
     defaults = ShapesDataModule.__init__.__defaults__
     assert len(options) == len(defaults) - 1  # every constructor option but the tokenizer is in the file
+
+
+def test_training_split_keeps_the_count_mix_and_groups_repeated_scenes(tokenizer):
+    module = ShapesDataModule(tokenizer=tokenizer, train_size=3000, val_size=700, test_size=10, image_size=32, questions_per_image=0)
+    train, val = module.dataset("train"), module.dataset("val")
+    counts = torch.bincount(train.labels[:, 2], minlength=3).float() / len(train)
+    assert torch.allclose(counts, torch.full((3,), 1 / 3), atol=0.04)  # not starved of one-object scenes
+    assert len(set(train.descriptions)) < len(train)  # one-object scenes repeat (only 630 exist)
+    for i in range(len(train)):
+        first = int(train.scene_ids[i])
+        assert first <= i and train.descriptions[first] == train.descriptions[i]
+    assert len(set(val.descriptions)) == len(val)  # evaluation splits stay unique
+    assert torch.equal(val.scene_ids, torch.arange(len(val)))
+    unique = ShapesDataModule(tokenizer=tokenizer, train_size=3000, val_size=10, test_size=10, image_size=32,
+                              unique_train_scenes=True, questions_per_image=0).dataset("train")
+    assert len(set(unique.descriptions)) == len(unique)

@@ -44,13 +44,19 @@ class ShapesDataset(Dataset):
         images: uint8 ``[N, 3, H, W]``.
         scenes: the ``N`` :class:`~mmresearch.data.shapes.scene.Scene` objects.
         captions: ``N`` lists of ``C`` strings (pairwise distinct within an image).
-        descriptions: ``N`` canonical descriptions (pairwise distinct within the split).
+        descriptions: ``N`` canonical descriptions (pairwise distinct when ``unique_scenes``).
+        scene_ids: long ``[N]``, the index of the first image with the same canonical description
+            (``arange(N)`` when ``unique_scenes``). It is the ``image_id`` of an item, so renders
+            of one scene and all their captions are positives of each other in the losses.
         labels: long ``[N, K]``, columns :data:`LABEL_NAMES` (primary shape, primary colour, count-1).
         neg_captions / neg_descriptions: ``N`` hard-negative captions and their canonical form.
         neg_kinds: long ``[N]`` index into :data:`NEG_KIND_NAMES`.
+        neg_image_ids: long ``[N]``, the scene id of another image of the split that the hard
+            negative describes (it is then a positive of that image), else -1.
         questions: ``N`` lists of ``Q`` strings; answers: long ``[N, Q]`` into :attr:`answer_vocab`.
 
-    ``dataset[i]`` is a plain dict: ``image`` (uint8 ``[3, H, W]``), ``image_id``, ``captions``,
+    ``dataset[i]`` is a plain dict: ``image`` (uint8 ``[3, H, W]``), ``image_id`` (the scene id),
+    ``captions``,
     ``labels``, ``neg_caption``, ``neg_kind``, ``questions``, ``answers``.
     """
 
@@ -67,6 +73,7 @@ class ShapesDataset(Dataset):
         questions_per_image: int = 3,
         vocab: Optional[ShapesVocab] = None,
         count_weights: Sequence[float] = (1.0, 1.0, 1.0),
+        unique_scenes: bool = True,
     ) -> None:
         if captions_per_image < 1:
             raise ValueError(f"data.captions_per_image must be >= 1, got {captions_per_image}")
@@ -85,11 +92,16 @@ class ShapesDataset(Dataset):
         start = time.perf_counter()
         entropy = split_seed(self.seed, split)
         streams = np.random.SeedSequence(entropy).spawn(4)  # scenes, captions, negatives, questions
-        self.scenes: list[Scene] = sample_scenes(size, self.vocab, self.count_weights, streams[0], split=split)
+        self.unique_scenes = bool(unique_scenes)
+        self.scenes: list[Scene] = sample_scenes(
+            size, self.vocab, self.count_weights, streams[0], split=split, unique=self.unique_scenes
+        )
         self.images = torch.from_numpy(render_scenes(self.scenes, self.image_size, channels_last=False))
         caption_rng, neg_rng, qa_rng = (random.Random(int(s.generate_state(1)[0])) for s in streams[1:])
 
         self.descriptions = [describe(s) for s in self.scenes]
+        first: dict[str, int] = {}
+        self.scene_ids = torch.tensor([first.setdefault(d, i) for i, d in enumerate(self.descriptions)], dtype=torch.long)
         self.captions = [generate_captions(s, self.captions_per_image, caption_rng) for s in self.scenes]
         self.neg_captions: list[str] = []
         self.neg_descriptions: list[str] = []
@@ -100,6 +112,8 @@ class ShapesDataset(Dataset):
             self.neg_captions.append(random_caption(negative, neg_rng))
             self.neg_descriptions.append(describe(negative))
         self.neg_kinds = torch.tensor(neg_kinds, dtype=torch.long)
+        # the image id (scene id) a hard negative happens to describe in this split, else -1
+        self.neg_image_ids = torch.tensor([first.get(d, -1) for d in self.neg_descriptions], dtype=torch.long)
         answer_index = {a: i for i, a in enumerate(self.answer_vocab)}
         self.questions: list[list[str]] = []
         answers = []
@@ -129,11 +143,12 @@ class ShapesDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         return {
             "image": self.images[index],
-            "image_id": index,
+            "image_id": int(self.scene_ids[index]),
             "captions": self.captions[index],
             "labels": self.labels[index],
             "neg_caption": self.neg_captions[index],
             "neg_kind": int(self.neg_kinds[index]),
+            "neg_image_id": int(self.neg_image_ids[index]),
             "questions": self.questions[index],
             "answers": self.answers[index],
         }

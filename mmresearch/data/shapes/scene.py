@@ -321,11 +321,15 @@ def sample_scenes(
     count_weights: Sequence[float] = (1.0, 1.0, 1.0),
     seed: int | Sequence[int] | np.random.SeedSequence = 0,
     split: str = "?",
+    unique: bool = True,
 ) -> list[Scene]:
-    """``size`` scenes with pairwise distinct canonical descriptions, deterministic in ``seed``.
+    """``size`` scenes, deterministic in ``seed``.
 
-    Object counts follow :func:`allocate_counts`; within each count, canonical scenes are drawn
-    uniformly without replacement by index (exact for every count, no rejection loop needed).
+    With ``unique=True`` canonical descriptions are pairwise distinct: object counts follow
+    :func:`allocate_counts` and, within each count, canonical scenes are drawn uniformly without
+    replacement by index (exact for every count, no rejection loop needed). With ``unique=False``
+    counts are drawn i.i.d. from ``count_weights`` and scenes with replacement, so the count mix
+    stays as asked at any size (a scene may then come several times, each time rendered anew).
     Geometry jitter and backgrounds come from a separate stream of the same seed.
     """
     seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
@@ -333,7 +337,13 @@ def sample_scenes(
     count_seq, key_seq, geo_seq = (
         np.random.SeedSequence(seq.entropy, spawn_key=tuple(seq.spawn_key) + (i,)) for i in range(3)
     )
-    counts = allocate_counts(size, vocab, count_weights, np.random.default_rng(count_seq), split)
+    count_rng = np.random.default_rng(count_seq)
+    if unique:
+        counts = allocate_counts(size, vocab, count_weights, count_rng, split)
+    else:
+        _count_capacity(vocab, count_weights)  # validates the weights
+        weights = np.asarray([float(w) for w in count_weights], dtype=np.float64)
+        counts = count_rng.choice(np.arange(1, MAX_OBJECTS + 1), size=size, p=weights / weights.sum())
     key_rng = np.random.default_rng(key_seq)
     keys: list = [None] * size
     space = scene_space_sizes(vocab)
@@ -341,7 +351,7 @@ def sample_scenes(
         positions = np.nonzero(counts == count)[0]
         if len(positions) == 0:
             continue
-        indices = key_rng.choice(space[count], size=len(positions), replace=False)
+        indices = key_rng.choice(space[count], size=len(positions), replace=not unique)
         for pos, key in zip(positions.tolist(), _decode_keys(count, indices, vocab)):
             keys[pos] = key
     rng = random.Random(int(geo_seq.generate_state(1)[0]))

@@ -44,6 +44,11 @@ class CustomEncoder(nn.Module):
 
     def forward(self, *inputs: Tensor) -> EncoderOutput:
         out = self.module(*inputs) if self.modality == "image" else self.module(inputs[0], inputs[1])
+        if out.shape[-1] != self.output_dim:  # caught at the first batch, before any update
+            raise ConfigError(
+                f"{self.modality}_encoder.output_dim={self.output_dim} but {type(self.module).__name__} "
+                f"returns width {out.shape[-1]} (output shape {tuple(out.shape)})"
+            )
         if out.ndim == 3:
             mask = inputs[1] if self.modality == "text" else None
             return EncoderOutput(pooled=out[:, 0], tokens=out, mask=mask)

@@ -37,6 +37,9 @@ class TimmImageEncoder(nn.Module):
         freeze: no gradients for the backbone (eval-mode BatchNorm/dropout too).
         grad_checkpointing: timm's activation checkpointing, where the model supports it.
         channels_last: keep the backbone in channels-last memory format (faster CNNs on CPU/GPU).
+        stem_pool: keep the max-pool of a ResNet-style stem. ``False`` replaces it with identity:
+            twice the resolution through the network, which keeps small objects legible in small
+            images (e.g. 64 px); use narrower stages to keep the cost.
         model_kwargs: extra arguments for ``timm.create_model`` (widths, depths, drop path...).
 
     Shapes: ``forward(images [B, 3, H, W]) -> EncoderOutput(pooled [B, output_dim],
@@ -53,6 +56,7 @@ class TimmImageEncoder(nn.Module):
         freeze: bool = False,
         grad_checkpointing: bool = False,
         channels_last: bool = False,
+        stem_pool: bool = True,
         model_kwargs: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
@@ -68,6 +72,10 @@ class TimmImageEncoder(nn.Module):
             self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
         except TypeError as err:
             raise ConfigError(f"image_encoder.model_kwargs={kwargs} not accepted by timm model {name!r}: {err}") from err
+        if not stem_pool:
+            if not isinstance(getattr(self.model, "maxpool", None), nn.MaxPool2d):
+                raise ConfigError(f"image_encoder.stem_pool=false needs a model with a max-pool stem (timm ResNets); {name!r} has none")
+            self.model.maxpool = nn.Identity()
         self.name = name
         self.output = output
         self.channels_last = channels_last

@@ -294,6 +294,9 @@ class ContrastiveLoss(nn.Module):
         """Call this loss's pure function with the module's options (see :func:`make_view`)."""
         raise NotImplementedError
 
+    #: Whether :meth:`forward` accepts ``hard_negative_text_features`` (NegCLIP-style extra negatives).
+    supports_hard_negatives: bool = False
+
     def forward(
         self,
         image_features: Tensor,
@@ -301,6 +304,8 @@ class ContrastiveLoss(nn.Module):
         logit_scale: Tensor,
         image_ids: Optional[Tensor] = None,
         text_image_ids: Optional[Tensor] = None,
+        hard_negative_text_features: Optional[Tensor] = None,
+        hard_negative_image_ids: Optional[Tensor] = None,
     ) -> dict[str, Tensor]:
         """Compute the loss of this rank's batch.
 
@@ -310,15 +315,34 @@ class ContrastiveLoss(nn.Module):
             logit_scale: scalar tensor, the multiplier ``1 / tau`` (already exponentiated).
             image_ids: ``[N]`` long image id of each image row, or None (pairs are the only positives).
             text_image_ids: ``[N]`` long image id of each text row; given together with ``image_ids``.
+            hard_negative_text_features: ``[N, D]`` L2-normalised captions that are true of no
+                image of the batch (e.g. one attribute of image ``i``'s scene changed), added as
+                extra negative columns for every image (gathered from all ranks under DDP); only
+                for losses with ``supports_hard_negatives``.
+            hard_negative_image_ids: ``[M]`` long: the image id a hard negative happens to be true
+                of (it is then that image's positive, never its negative), -1 for none; or None.
 
         Returns:
             ``{"loss": scalar to backprop, <named terms>: scalars}``.
         """
         check_inputs(image_features, text_features, image_ids, text_image_ids)
+        negatives = hard_negative_text_features
+        if negatives is not None:
+            if not self.supports_hard_negatives:
+                raise ValueError(
+                    f"loss {self.name!r} does not take hard-negative captions; use loss=infonce or set "
+                    "data.train_negatives=false"
+                )
+            if negatives.ndim != 2 or negatives.shape[1] != text_features.shape[1]:
+                raise ValueError(f"hard_negative_text_features must be [M, {text_features.shape[1]}], got {tuple(negatives.shape)}")
         logit_scale = as_scalar(logit_scale, image_features)
         rank, world = world_info()
+        neg_ids = hard_negative_image_ids
+        if negatives is not None and neg_ids is None:
+            neg_ids = torch.full((negatives.shape[0],), -1, dtype=torch.long, device=negatives.device)
+        extra = {} if negatives is None else {"negatives": negatives, "negative_ids": neg_ids}
         if world == 1:
-            return self.compute(image_features, text_features, logit_scale, image_ids, text_image_ids, None)
+            return self.compute(image_features, text_features, logit_scale, image_ids, text_image_ids, None, **extra)
 
         n = image_features.shape[0]
         if image_ids is None:
@@ -328,16 +352,18 @@ class ContrastiveLoss(nn.Module):
         all_image_ids = all_gather_ids(image_ids)
         all_text_ids = all_gather_ids(text_image_ids)
         if self.gather_with_grad:
-            all_images = all_gather_with_grad(image_features)
-            all_texts = all_gather_with_grad(text_features)
+            gather = all_gather_with_grad
         else:  # only with local_loss=False (checked in __init__): see the class docstring
-            all_images = all_gather_no_grad(image_features, local_grad_scale=float(world))
-            all_texts = all_gather_no_grad(text_features, local_grad_scale=float(world))
+            def gather(x: Tensor) -> Tensor:
+                return all_gather_no_grad(x, local_grad_scale=float(world))
+        all_images, all_texts = gather(image_features), gather(text_features)
+        if negatives is not None:
+            extra = {"negatives": gather(negatives), "negative_ids": all_gather_ids(neg_ids)}
 
         if self.local_loss:
             columns = Columns(all_images, all_texts, all_image_ids, all_text_ids, offset=rank * n)
-            return self.compute(image_features, text_features, logit_scale, image_ids, text_image_ids, columns)
-        return self.compute(all_images, all_texts, logit_scale, all_image_ids, all_text_ids, None)
+            return self.compute(image_features, text_features, logit_scale, image_ids, text_image_ids, columns, **extra)
+        return self.compute(all_images, all_texts, logit_scale, all_image_ids, all_text_ids, None, **extra)
 
     def extra_repr(self) -> str:
         return f"local_loss={self.local_loss}, gather_with_grad={self.gather_with_grad}"

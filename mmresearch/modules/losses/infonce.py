@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from mmresearch.modules.losses.base import Columns, ContrastiveLoss, check_number, make_view
@@ -37,6 +38,8 @@ def infonce_loss(
     *,
     label_smoothing: float = 0.0,
     columns: Optional[Columns] = None,
+    negatives: Optional[Tensor] = None,
+    negative_ids: Optional[Tensor] = None,
 ) -> dict[str, Tensor]:
     """Symmetric InfoNCE.
 
@@ -52,6 +55,11 @@ def infonce_loss(
         image_ids, text_image_ids: ``[R]`` long, or None.
         label_smoothing: ``eps`` in ``[0, 1)``.
         columns: the whole gathered batch when these rows are one rank's share, else None.
+        negatives: ``[M, D]`` hard-negative captions (NegCLIP, Yuksekgonul et al. 2023): extra
+            columns of the image-to-text logits that are no image's positive. The text-to-image
+            direction is unchanged (a negative caption has no image to retrieve).
+        negative_ids: ``[M]`` long image id each negative is nonetheless true of (-1: none); a
+            negative whose id equals a row's image id is a positive of that row.
 
     Returns:
         ``{"loss", "loss_i2t", "loss_t2i"}``, scalars.
@@ -59,7 +67,15 @@ def infonce_loss(
     view = make_view(image_features, text_features, image_ids, text_image_ids, columns)
     logits_i2t = logit_scale * view.image_rows @ view.text_cols.T  # [R, G]
     logits_t2i = logit_scale * view.text_rows @ view.image_cols.T  # [R, G]
-    loss_i2t = _soft_cross_entropy(logits_i2t, view.positives_i2t(), label_smoothing)
+    positives_i2t = view.positives_i2t()
+    if negatives is not None:
+        logits_i2t = torch.cat([logits_i2t, logit_scale * view.image_rows @ negatives.T], dim=1)  # [R, G + M]
+        if negative_ids is None:
+            extra_positives = positives_i2t.new_zeros(positives_i2t.shape[0], negatives.shape[0])
+        else:
+            extra_positives = view.image_row_ids[:, None] == negative_ids[None, :]
+        positives_i2t = torch.cat([positives_i2t, extra_positives], dim=1)
+    loss_i2t = _soft_cross_entropy(logits_i2t, positives_i2t, label_smoothing)
     loss_t2i = _soft_cross_entropy(logits_t2i, view.positives_t2i(), label_smoothing)
     return {"loss": (loss_i2t + loss_t2i) / 2, "loss_i2t": loss_i2t, "loss_t2i": loss_t2i}
 
@@ -73,15 +89,16 @@ class InfoNCELoss(ContrastiveLoss):
     """
 
     name = "infonce"
+    supports_hard_negatives = True
 
     def __init__(self, label_smoothing: float = 0.0, local_loss: bool = True, gather_with_grad: bool = True) -> None:
         super().__init__(local_loss=local_loss, gather_with_grad=gather_with_grad)
         self.label_smoothing = check_number("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
 
-    def compute(self, image_features, text_features, logit_scale, image_ids, text_image_ids, columns):
+    def compute(self, image_features, text_features, logit_scale, image_ids, text_image_ids, columns, negatives=None, negative_ids=None):
         return infonce_loss(
             image_features, text_features, logit_scale, image_ids, text_image_ids,
-            label_smoothing=self.label_smoothing, columns=columns,
+            label_smoothing=self.label_smoothing, columns=columns, negatives=negatives, negative_ids=negative_ids,
         )
 
     def extra_repr(self) -> str:

@@ -43,3 +43,12 @@ def test_unknown_name_lists_close_matches():
 def test_bad_model_kwargs_name_the_key():
     with pytest.raises(ConfigError, match="image_encoder.model_kwargs"):
         TimmImageEncoder("resnet10t", model_kwargs={"not_an_argument": 3})
+
+
+def test_dropping_the_stem_pool_doubles_the_resolution():
+    pooled = TimmImageEncoder("resnet10t", img_size=64, pool="flatten", output="both", model_kwargs=TINY_RESNET)
+    full = TimmImageEncoder("resnet10t", img_size=64, pool="flatten", output="both", stem_pool=False, model_kwargs=TINY_RESNET)
+    assert pooled.num_tokens == 4 and full.num_tokens == 16
+    assert full(torch.randn(2, 3, 64, 64)).pooled.shape == (2, 16 * 16)
+    with pytest.raises(ConfigError, match="stem_pool=false"):
+        TimmImageEncoder("test_vit", img_size=64, stem_pool=False)

@@ -41,7 +41,10 @@ LOSS_CASES = {
     "triplet_sum": ("triplet", {"margin": 0.5, "max_violation": False}),
     "ntxent": ("ntxent", {}),
     "margin": ("margin", {"margin": 1.2}),
+    "infonce_hard_negatives": ("infonce", {}),  # + one NegCLIP hard-negative caption per row
 }
+# Image id each hard negative is nonetheless true of (-1: none); with pair ids, row i has id i.
+NEG_IDS = {"pairs": [-1, -1, 5, -1, -1, -1, -1, 1], "repeated_ids": [-1, 3, -1, 0, -1, -1, 2, -1]}
 # Image ids of the 8 rows: id 0 on both ranks, id 2 across the rank boundary, id 1 on rank 0 only.
 ID_CASES = {"pairs": None, "repeated_ids": [0, 1, 1, 2, 2, 3, 4, 0]}
 # name -> (local_loss, gather_with_grad); local_loss=True + gather_with_grad=False is rejected.
@@ -63,6 +66,7 @@ def _setup(ids_case: str):
     log_scale = nn.Parameter(torch.tensor(math.log(4.0), dtype=torch.float64))
     x_img = torch.randn(G, D_IN, generator=gen, dtype=torch.float64)
     x_txt = torch.randn(G, D_IN, generator=gen, dtype=torch.float64)
+    x_neg = torch.randn(G, D_IN, generator=gen, dtype=torch.float64)
     ids = ID_CASES[ids_case]
     if ids is not None:
         first = {}
@@ -70,12 +74,12 @@ def _setup(ids_case: str):
             first.setdefault(i, row)
         x_img = x_img[[first[i] for i in ids]].clone()  # one image, several captions
         ids = torch.tensor(ids)
-    return proj, log_scale, x_img, x_txt, ids
+    return proj, log_scale, x_img, x_txt, x_neg, ids
 
 
 def _step(loss_case: str, ids_case: str, mode: str, rows: slice) -> dict:
     """Forward + backward of ``rows`` of the batch; returns values, parameter and input gradients."""
-    proj, log_scale, x_img, x_txt, ids = _setup(ids_case)
+    proj, log_scale, x_img, x_txt, x_neg, ids = _setup(ids_case)
     name, options = LOSS_CASES[loss_case]
     local_loss, gather_with_grad = MODES[mode]
     loss_fn = build_loss(name, local_loss=local_loss, gather_with_grad=gather_with_grad, **options).double()
@@ -84,7 +88,12 @@ def _step(loss_case: str, ids_case: str, mode: str, rows: slice) -> dict:
     image_features = F.normalize(proj(xi), dim=1)
     text_features = F.normalize(proj(xt), dim=1)
     row_ids = None if ids is None else ids[rows]
-    out = loss_fn(image_features, text_features, log_scale.exp(), row_ids, row_ids)
+    extra, xn = {}, None
+    if loss_case == "infonce_hard_negatives":
+        xn = x_neg[rows].clone().requires_grad_(True)
+        extra = {"hard_negative_text_features": F.normalize(proj(xn), dim=1),
+                 "hard_negative_image_ids": torch.tensor(NEG_IDS[ids_case])[rows]}
+    out = loss_fn(image_features, text_features, log_scale.exp(), row_ids, row_ids, **extra)
     out["loss"].backward()
     params = {"proj.weight": proj.weight, "proj.bias": proj.bias, "log_scale": log_scale}
     params.update({f"loss.{n}": p for n, p in loss_fn.named_parameters()})
@@ -93,7 +102,8 @@ def _step(loss_case: str, ids_case: str, mode: str, rows: slice) -> dict:
     return {
         "values": {k: v.detach() for k, v in out.items()},
         "param_grads": {n: p.grad.detach() for n, p in params.items()},
-        "input_grads": {"x_img": xi.grad.detach(), "x_txt": xt.grad.detach()},
+        "input_grads": {"x_img": xi.grad.detach(), "x_txt": xt.grad.detach(),
+                        **({"x_neg": xn.grad.detach()} if xn is not None else {})},
     }
 
 

@@ -137,3 +137,56 @@ def test_build_loss_and_registry():
     assert isinstance(loss, InfoNCELoss) and loss.label_smoothing == 0.1
     with pytest.raises(ValueError, match=r"'clip'.*infonce, margin, ntxent, siglip, triplet"):
         build_loss("clip")
+
+
+# ---- NegCLIP hard negatives -------------------------------------------------------------------
+
+
+def _hand_infonce_with_negatives(img, txt, neg, scale, ids, neg_ids):
+    """Plain loops: i2t rows over [texts, negatives] with uniform targets on positives; t2i as usual."""
+    import math as _m
+
+    n = img.shape[0]
+    i2t = 0.0
+    for i in range(n):
+        cols = [float(scale * img[i] @ txt[j]) for j in range(n)] + [float(scale * img[i] @ neg[m]) for m in range(len(neg))]
+        pos = [j for j in range(n) if ids[j] == ids[i]] + [n + m for m in range(len(neg)) if neg_ids[m] == ids[i]]
+        lse = _m.log(sum(_m.exp(c) for c in cols))
+        i2t += -sum(cols[j] - lse for j in pos) / len(pos)
+    t2i = 0.0
+    for j in range(n):
+        cols = [float(scale * txt[j] @ img[i]) for i in range(n)]
+        pos = [i for i in range(n) if ids[i] == ids[j]]
+        lse = _m.log(sum(_m.exp(c) for c in cols))
+        t2i += -sum(cols[i] - lse for i in pos) / len(pos)
+    return (i2t / n + t2i / n) / 2, i2t / n, t2i / n
+
+
+def test_hard_negatives_are_extra_i2t_columns_and_can_be_positives():
+    import torch.nn.functional as F
+
+    from mmresearch.modules.losses import InfoNCELoss
+
+    g = torch.Generator().manual_seed(3)
+    img, txt, neg = (F.normalize(torch.randn(4, 3, generator=g, dtype=torch.float64), dim=1) for _ in range(3))
+    ids = torch.tensor([0, 1, 1, 2])
+    neg_ids = torch.tensor([-1, 2, -1, -1])  # negative 1 is in fact true of image id 2
+    out = InfoNCELoss()(img, txt, torch.tensor(5.0, dtype=torch.float64), ids, ids,
+                        hard_negative_text_features=neg, hard_negative_image_ids=neg_ids)
+    loss, i2t, t2i = _hand_infonce_with_negatives(img, txt, neg, 5.0, ids.tolist(), neg_ids.tolist())
+    assert float(out["loss"]) == pytest.approx(loss, abs=1e-10)
+    assert float(out["loss_i2t"]) == pytest.approx(i2t, abs=1e-10)
+    assert float(out["loss_t2i"]) == pytest.approx(t2i, abs=1e-10)
+    # without ids for the negatives, all are plain negatives, and the i2t loss can only grow
+    plain = InfoNCELoss()(img, txt, torch.tensor(5.0, dtype=torch.float64), ids, ids, hard_negative_text_features=neg)
+    base = InfoNCELoss()(img, txt, torch.tensor(5.0, dtype=torch.float64), ids, ids)
+    assert float(plain["loss_i2t"]) > float(base["loss_i2t"])
+    assert float(plain["loss_t2i"]) == pytest.approx(float(base["loss_t2i"]))
+
+
+def test_losses_without_hard_negative_support_refuse_them():
+    from mmresearch.modules.losses import build_loss
+
+    x = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    with pytest.raises(ValueError, match="does not take hard-negative captions"):
+        build_loss("siglip")(x, x, torch.tensor(10.0), hard_negative_text_features=x)
