@@ -7,6 +7,8 @@ from typing import Callable, Dict, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 from mmresearch.data.batch import ImageTextBatch
 from mmresearch.models.base import VisionLanguageModule
 from mmresearch.modules.temperature import Temperature
@@ -59,6 +61,8 @@ class DualEncoder(VisionLanguageModule):
         if img_out is not None and txt_out is not None and img_out != txt_out:
             raise ConfigError(f"model.image_head.out_dim={img_out} and model.text_head.out_dim={txt_out} must be equal (the shared space)")
         self.loss = loss
+        self.loss_takes_negatives = bool(getattr(loss, "supports_hard_negatives", False))
+        self._warned_negatives = False
         self.temperature = temperature
 
     def embed_images(self, images: Tensor) -> Tensor:
@@ -74,11 +78,18 @@ class DualEncoder(VisionLanguageModule):
         image_emb = self.embed_images(batch.images)
         texts, mask = batch.input_ids, batch.attention_mask
         n = texts.shape[0]
-        if batch.neg_input_ids is not None:  # one text-tower pass for captions and negatives
+        use_negatives = batch.neg_input_ids is not None and self.loss_takes_negatives
+        if batch.neg_input_ids is not None and not self.loss_takes_negatives and not self._warned_negatives:
+            self._warned_negatives = True
+            rank_zero_warn(
+                f"the batches carry hard-negative captions but loss {type(self.loss).__name__} does not use "
+                "them; they are ignored (set data.train_negatives=false to skip tokenising them)"
+            )
+        if use_negatives:  # one text-tower pass for captions and negatives
             texts = torch.cat([texts, batch.neg_input_ids])
             mask = torch.cat([mask, batch.neg_attention_mask])
         text_emb = self.embed_texts(texts, mask)
-        negatives = text_emb[n:] if batch.neg_input_ids is not None else None
+        negatives = text_emb[n:] if use_negatives else None
         kwargs = {} if negatives is None else {"hard_negative_text_features": negatives, "hard_negative_image_ids": batch.neg_image_ids}
         return self.loss(image_emb, text_emb[:n], self.temperature(), batch.image_ids, batch.text_image_ids, **kwargs)
 

@@ -219,7 +219,7 @@ def test_hydra_config_instantiates(tokenizer):
     cfg.train_size, cfg.val_size, cfg.test_size = 128, 32, 32
     module = instantiate(cfg, tokenizer=tokenizer)
     assert isinstance(module, ShapesDataModule)
-    assert module.batch_size == 256 and module.image_size == 64 and module.mean == (0.5, 0.5, 0.5)
+    assert module.batch_size == 128 and module.image_size == 64 and module.mean == (0.5, 0.5, 0.5)
     defaults = ShapesDataModule.__init__.__defaults__
     assert len(options) == len(defaults) - 1  # every constructor option but the tokenizer is in the file
 
