@@ -96,6 +96,9 @@ class ShapesDataModule(L.LightningDataModule):
             it off, training scenes are drawn with replacement (each draw rendered anew) and all
             renders of one scene share an ``image_id``, so the losses treat them and their
             captions as positives. Validation and test splits are always unique.
+        train_negatives_per_image: hard negatives generated per training image (K); a training
+            pair uses negative ``caption index % K``, so each epoch's new caption draw also brings a
+            different negative (validation/test keep one negative per image).
         batch_size / eval_batch_size: images per training / evaluation batch.
         num_workers, pin_memory, persistent_workers: ``DataLoader`` options.
         max_text_length: token length texts are truncated (and with ``padding="max_length"``
@@ -122,6 +125,7 @@ class ShapesDataModule(L.LightningDataModule):
         sizes: Sequence[str] = DEFAULT_SIZES,
         count_weights: Sequence[float] = (1.0, 1.0, 1.0),
         unique_train_scenes: bool = False,
+        train_negatives_per_image: int = 1,
         batch_size: int = 256,
         eval_batch_size: int = 256,
         num_workers: int = 0,
@@ -172,6 +176,7 @@ class ShapesDataModule(L.LightningDataModule):
             )
         self.count_weights = tuple(weights)
         self.unique_train_scenes = bool(unique_train_scenes)
+        self.train_negatives_per_image = _int_option("train_negatives_per_image", train_negatives_per_image, 1)
         for split, size in self.split_sizes.items():
             if split != "train" or self.unique_train_scenes:
                 check_split_size(split, size, self.vocab, self.count_weights)
@@ -195,6 +200,7 @@ class ShapesDataModule(L.LightningDataModule):
                 "sizes": list(self.vocab.sizes),
                 "count_weights": list(self.count_weights),
                 "unique_train_scenes": self.unique_train_scenes,
+                "train_negatives_per_image": self.train_negatives_per_image,
                 "batch_size": self.batch_size,
                 "eval_batch_size": self.eval_batch_size,
                 "max_text_length": self.max_text_length,
@@ -266,6 +272,7 @@ class ShapesDataModule(L.LightningDataModule):
                 vocab=self.vocab,
                 count_weights=self.count_weights,
                 unique_scenes=split != "train" or self.unique_train_scenes,
+                negatives_per_image=self.train_negatives_per_image if split == "train" else 1,
             )
             log.info("generated %s in %.1f s", ds, ds.generation_seconds)
             self._check_text_length(ds)

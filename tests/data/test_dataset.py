@@ -118,3 +118,28 @@ def test_impossible_split_size_names_the_split():
         ShapesDataset(100, split="test", vocab=vocab)
     with pytest.raises(ValueError, match=r"data\.captions_per_image"):
         ShapesDataset(10, captions_per_image=0)
+
+
+def test_several_negatives_per_image_rotate_with_the_caption():
+    ds = ShapesDataset(300, split="train", seed=3, image_size=32, questions_per_image=0, unique_scenes=False, negatives_per_image=5)
+    assert ds.negative_kinds.shape == (300, 5) and ds.negative_image_ids.shape == (300, 5)
+    assert ds.neg_captions == [n[0] for n in ds.negatives]
+    pairs = CaptionPairDataset(ds)
+    for image in range(0, 300, 37):
+        scene_key = ds.scenes[image].key
+        seen = set()
+        for caption in range(5):
+            item = pairs[image * 5 + caption]
+            assert item["neg_caption"] == ds.negatives[image][caption]
+            assert item["neg_kind"] == int(ds.negative_kinds[image, caption])
+            assert parse_caption(item["neg_caption"]) != [scene_key]  # false of its own scene
+            neg_id = item["neg_image_id"]
+            if neg_id >= 0:  # another image of the split shows exactly the negative's scene
+                assert ds.descriptions[neg_id] == ds.negative_descriptions[image][caption]
+            seen.add(item["neg_caption"])
+        assert len(seen) >= 3  # the negatives vary
+    # one negative per image keeps the earlier behaviour
+    single = ShapesDataset(50, split="train", seed=3, image_size=32, questions_per_image=0, unique_scenes=False)
+    assert single.negative_kinds.shape == (50, 1)
+    with pytest.raises(ValueError, match="data.negatives_per_image"):
+        ShapesDataset(5, negatives_per_image=0)

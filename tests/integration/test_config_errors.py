@@ -6,7 +6,7 @@ from mmresearch.data.tokenizer import build_shapes_tokenizer
 from mmresearch.models.builder import build_model
 from mmresearch.utils.errors import ConfigError
 
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def tokenizer():
         ("temperature.init_tau=hot", r"temperature\.init_tau must be a number"),
         ("loss.label_smoothing=1.5", r"loss\.label_smoothing"),
         ("text_encoder.pooling=max", r"text_encoder\.pooling='max' is not known"),
-        ("image_encoder.model_kwargs.depth=3", r"image_encoder\.model_kwargs"),
+        ("+image_encoder.model_kwargs.depth=3", r"image_encoder\.model_kwargs"),
     ],
 )
 def test_bad_values_name_the_config_key(compose_cfg, tokenizer, override, message):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import FAST, REPO, run_cli
+from helpers import FAST, REPO, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import pytest
 
 from mmresearch.train import train
 
-from conftest import FAST, REPO, run_cli
+from helpers import FAST, REPO, run_cli
 
 pytestmark = pytest.mark.slow
 

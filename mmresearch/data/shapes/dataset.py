@@ -53,6 +53,10 @@ class ShapesDataset(Dataset):
         neg_kinds: long ``[N]`` index into :data:`NEG_KIND_NAMES`.
         neg_image_ids: long ``[N]``, the scene id of another image of the split that the hard
             negative describes (it is then a positive of that image), else -1.
+        negatives / negative_kinds / negative_image_ids: ``negatives_per_image`` (``K``) hard
+            negatives per image (``N`` lists of ``K`` strings, long ``[N, K]``, long ``[N, K]``);
+            the ``neg_*`` attributes are their first column. Training pairs use negative
+            ``caption index % K``, so a new caption draw each epoch also brings another negative.
         questions: ``N`` lists of ``Q`` strings; answers: long ``[N, Q]`` into :attr:`answer_vocab`.
 
     ``dataset[i]`` is a plain dict: ``image`` (uint8 ``[3, H, W]``), ``image_id`` (the scene id),
@@ -74,11 +78,14 @@ class ShapesDataset(Dataset):
         vocab: Optional[ShapesVocab] = None,
         count_weights: Sequence[float] = (1.0, 1.0, 1.0),
         unique_scenes: bool = True,
+        negatives_per_image: int = 1,
     ) -> None:
         if captions_per_image < 1:
             raise ValueError(f"data.captions_per_image must be >= 1, got {captions_per_image}")
         if questions_per_image < 0:
             raise ValueError(f"data.questions_per_image must be >= 0, got {questions_per_image}")
+        if negatives_per_image < 1:
+            raise ValueError(f"data.negatives_per_image must be >= 1, got {negatives_per_image}")
         if size < 0:
             raise ValueError(f"data.{split}_size must be >= 0, got {size}")
         self.split = split
@@ -103,17 +110,30 @@ class ShapesDataset(Dataset):
         first: dict[str, int] = {}
         self.scene_ids = torch.tensor([first.setdefault(d, i) for i, d in enumerate(self.descriptions)], dtype=torch.long)
         self.captions = [generate_captions(s, self.captions_per_image, caption_rng) for s in self.scenes]
-        self.neg_captions: list[str] = []
-        self.neg_descriptions: list[str] = []
-        neg_kinds = []
+        self.negatives_per_image = int(negatives_per_image)
+        self.negatives: list[list[str]] = []
+        self.negative_descriptions: list[list[str]] = []
+        kinds = []
         for scene in self.scenes:
-            kind, negative = hard_negative(scene, self.vocab, neg_rng)
-            neg_kinds.append(NEG_KIND_NAMES.index(kind))
-            self.neg_captions.append(random_caption(negative, neg_rng))
-            self.neg_descriptions.append(describe(negative))
-        self.neg_kinds = torch.tensor(neg_kinds, dtype=torch.long)
+            captions, descriptions, scene_kinds = [], [], []
+            for _ in range(self.negatives_per_image):
+                kind, negative = hard_negative(scene, self.vocab, neg_rng)
+                scene_kinds.append(NEG_KIND_NAMES.index(kind))
+                captions.append(random_caption(negative, neg_rng))
+                descriptions.append(describe(negative))
+            self.negatives.append(captions)
+            self.negative_descriptions.append(descriptions)
+            kinds.append(scene_kinds)
+        self.negative_kinds = torch.tensor(kinds, dtype=torch.long).reshape(size, self.negatives_per_image)
         # the image id (scene id) a hard negative happens to describe in this split, else -1
-        self.neg_image_ids = torch.tensor([first.get(d, -1) for d in self.neg_descriptions], dtype=torch.long)
+        self.negative_image_ids = torch.tensor(
+            [[first.get(d, -1) for d in ds] for ds in self.negative_descriptions], dtype=torch.long
+        ).reshape(size, self.negatives_per_image)
+        # the first negative of each image is "the" hard negative (evaluation, probes)
+        self.neg_captions = [n[0] for n in self.negatives]
+        self.neg_descriptions = [d[0] for d in self.negative_descriptions]
+        self.neg_kinds = self.negative_kinds[:, 0].contiguous()
+        self.neg_image_ids = self.negative_image_ids[:, 0].contiguous()
         answer_index = {a: i for i, a in enumerate(self.answer_vocab)}
         self.questions: list[list[str]] = []
         answers = []
@@ -176,4 +196,9 @@ class CaptionPairDataset(Dataset):
         item = self.dataset[image]
         item["caption"] = item["captions"][caption]
         item["text_id"] = int(index)
+        k = caption % self.dataset.negatives_per_image
+        if k:
+            item["neg_caption"] = self.dataset.negatives[image][k]
+            item["neg_kind"] = int(self.dataset.negative_kinds[image, k])
+            item["neg_image_id"] = int(self.dataset.negative_image_ids[image, k])
         return item

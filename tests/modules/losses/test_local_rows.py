@@ -1,0 +1,35 @@
+"""Every loss, computed rank by rank on its local rows against the whole batch (simulated ranks),
+averages to the loss and gradients of the whole batch: the algebra behind DDP exactness, checked
+in one process (the real 2-process check is test_distributed_equivalence.py)."""
+
+import pytest
+import torch
+
+from mmresearch.modules.losses import InfoNCELoss, MarginContrastiveLoss, NTXentLoss, SigLIPLoss, TripletLoss
+
+IDS6 = [7, 7, 3, 9, 1, 9]  # rows 0/1 and 3/5 share an image (3 and 5 on different halves)
+
+CASES = {
+    "infonce": (lambda: InfoNCELoss(label_smoothing=0.1), 2.0),
+    "siglip": (lambda: SigLIPLoss(init_bias=-2.0).double(), 4.0),
+    "triplet_hardest": (lambda: TripletLoss(margin=0.5, max_violation=True), 2.0),
+    "triplet_sum": (lambda: TripletLoss(margin=0.5, max_violation=False), 2.0),
+    "ntxent": (lambda: NTXentLoss(), 3.0),
+    "margin": (lambda: MarginContrastiveLoss(margin=1.2), 3.0),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("ids", [None, IDS6], ids=["pairs", "repeated_ids"])
+@pytest.mark.parametrize("world", [2, 3])
+def test_local_rows_average_to_full_batch(batch, simulated_ranks, full_batch, case, ids, world):
+    build, scale = CASES[case]
+    images, texts, id_t = batch(n=6, d=3, ids=ids)
+    scale = torch.tensor(scale, dtype=torch.float64)
+    module = build()
+    local, local_grads = simulated_ranks(module, images, texts, scale, id_t, world)
+    full, full_grads = full_batch(module, images, texts, scale, id_t)
+    for key in full:
+        torch.testing.assert_close(local[key], full[key])
+    for a, b in zip(local_grads, full_grads):
+        torch.testing.assert_close(a, b)
