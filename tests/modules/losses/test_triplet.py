@@ -59,17 +59,6 @@ def test_repeated_ids_change_the_negatives(batch):
     assert loss(images, texts, scale)["loss"].item() > loss(images, texts, scale, id_t, id_t)["loss"].item()
 
 
-def test_logit_scale_is_ignored_but_gets_zero_gradient(batch):
-    images, texts, _ = batch(n=4)
-    loss = TripletLoss()
-    a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
-    out_a = loss(images, texts, a)
-    out_b = loss(images, texts, torch.tensor(50.0, dtype=torch.float64))
-    torch.testing.assert_close(out_a["loss"], out_b["loss"])
-    out_a["loss"].backward()
-    assert a.grad is not None and a.grad.item() == 0.0
-
-
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [

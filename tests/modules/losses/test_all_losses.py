@@ -1,4 +1,6 @@
-"""Every loss, computed rank by rank on its local rows against the whole batch (simulated ranks),
+"""Properties shared by several losses.
+
+Every loss, computed rank by rank on its local rows against the whole batch (simulated ranks),
 averages to the loss and gradients of the whole batch: the algebra behind DDP exactness, checked
 in one process (the real 2-process check is test_distributed_equivalence.py)."""
 
@@ -33,3 +35,16 @@ def test_local_rows_average_to_full_batch(batch, simulated_ranks, full_batch, ca
         torch.testing.assert_close(local[key], full[key])
     for a, b in zip(local_grads, full_grads):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("build", [TripletLoss, MarginContrastiveLoss], ids=["triplet", "margin"])
+def test_scale_free_losses_ignore_logit_scale_but_give_it_zero_gradient(batch, build):
+    """Cosine-margin losses ignore the temperature; a zero (not missing) gradient keeps DDP happy."""
+    images, texts, _ = batch(n=4)
+    loss = build()
+    a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    out_a = loss(images, texts, a)
+    out_b = loss(images, texts, torch.tensor(50.0, dtype=torch.float64))
+    torch.testing.assert_close(out_a["loss"], out_b["loss"])
+    out_a["loss"].backward()
+    assert a.grad is not None and a.grad.item() == 0.0
