@@ -91,8 +91,7 @@ class VisionLanguageModule(L.LightningModule):
     def configure_optimizers(self):
         weight_decay = 0.0
         if isinstance(self.optimizer_factory, partial):
-            weight_decay = float(self.optimizer_factory.keywords.pop("weight_decay", 0.0))
-            self.optimizer_factory.keywords["weight_decay"] = weight_decay
+            weight_decay = float(self.optimizer_factory.keywords.get("weight_decay", 0.0))
         optimizer = self.optimizer_factory(split_weight_decay(self, weight_decay))
         if self.scheduler_factory is None:
             return optimizer

@@ -26,18 +26,6 @@ def unknown_choice(key: str, value: object, allowed: Iterable[str], limit: int =
     return ConfigError(f"{key}={value!r} is not known.{hint} Allowed values: {shown}")
 
 
-def check_type(key: str, value: object, expected: type | tuple[type, ...]) -> None:
-    """Raise ConfigError when ``value`` is not an instance of ``expected`` (bool is not an int here)."""
-    types = expected if isinstance(expected, tuple) else (expected,)
-    if isinstance(value, bool) and bool not in types:
-        ok = False
-    else:
-        ok = isinstance(value, types)
-    if not ok:
-        names = " or ".join(t.__name__ for t in types)
-        raise ConfigError(f"{key} must be {names}, got {value!r} ({type(value).__name__})")
-
-
 def check_choice(key: str, value: object, allowed: Iterable[str]) -> None:
     """Raise ConfigError unless ``value`` is one of ``allowed``."""
     allowed = list(allowed)

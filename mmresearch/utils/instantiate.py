@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, List
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -44,6 +44,3 @@ def build_dict(cfg: DictConfig, key: str) -> List[Any]:
         out.append(build(cfg, f"{key}.{name}"))
     return out
 
-
-def as_dict(cfg: DictConfig) -> Dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -48,3 +48,11 @@ def test_scale_free_losses_ignore_logit_scale_but_give_it_zero_gradient(batch, b
     torch.testing.assert_close(out_a["loss"], out_b["loss"])
     out_a["loss"].backward()
     assert a.grad is not None and a.grad.item() == 0.0
+
+
+@pytest.mark.parametrize("build", [InfoNCELoss, NTXentLoss, SigLIPLoss], ids=["infonce", "ntxent", "siglip"])
+def test_scaled_losses_give_the_logit_scale_a_gradient(batch, build):
+    images, texts, _ = batch(n=4)
+    scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    build().double()(images, texts, scale)["loss"].backward()
+    assert scale.grad is not None and scale.grad.abs().item() > 0
