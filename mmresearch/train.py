@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mmresearch.models.builder import build_model
+from mmresearch.utils.checkpoint import config_container
 from mmresearch.utils.instantiate import build, build_dict
 from mmresearch.utils.results import format_table, write_results
 
@@ -36,17 +37,23 @@ def _output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
-def train(cfg: DictConfig) -> Dict[str, Any]:
-    """Fit, test the best checkpoint and write ``results.json``; returns the test metrics."""
-    started = time.time()
+def setup_run(cfg: DictConfig) -> Path:
+    """Threads and seeds of this process; returns the run's output directory."""
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
-    out_dir = _output_dir(cfg)
+    return _output_dir(cfg)
+
+
+def train(cfg: DictConfig) -> Dict[str, Any]:
+    """Fit, test the best checkpoint and write ``results.json``; returns the test metrics."""
+    started = time.time()
+    out_dir = setup_run(cfg)
 
     tokenizer = build(cfg, "tokenizer")
     datamodule = build(cfg, "data", tokenizer=tokenizer)
     model = build_model(cfg, tokenizer)
+    model.run_config = config_container(cfg)
     trainer: L.Trainer = build(cfg, "trainer", callbacks=build_dict(cfg, "callbacks"), logger=build_dict(cfg, "logger") or False)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -14,10 +14,11 @@ from typing import Iterator, Optional, Sequence
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from mmresearch.data.collate import PADDING_MODES, EvalCollate, TrainCollate, _per_channel
 from mmresearch.data.shapes.dataset import CaptionPairDataset, ShapesDataset
+from mmresearch.data.shapes.prompts import ZERO_SHOT_TEMPLATES
 from mmresearch.data.shapes.scene import LABEL_NAMES, NEG_KIND_NAMES, check_split_size, class_names
 from mmresearch.data.shapes.vocabulary import DEFAULT_COLOURS, DEFAULT_SHAPES, DEFAULT_SIZES, MAX_OBJECTS, ShapesVocab
 
@@ -229,6 +230,11 @@ class ShapesDataModule(L.LightningDataModule):
         return class_names(self.vocab)
 
     @property
+    def zero_shot_templates(self) -> dict[str, list[str]]:
+        """Prompt templates per label kind for zero-shot classification (``{}`` = class name)."""
+        return {kind: list(templates) for kind, templates in ZERO_SHOT_TEMPLATES.items()}
+
+    @property
     def num_classes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.class_names.items()}
 
@@ -365,6 +371,15 @@ class ShapesDataModule(L.LightningDataModule):
             collate_fn=collate,
             **self._loader_kwargs(),
         )
+
+    def labelled_image_loader(self, split: str, limit: Optional[int] = None) -> DataLoader:
+        """Evaluation batches (images with ``labels [B, K]``) of the first ``limit`` images of a
+        split, in order: what zero-shot classification and linear probes read."""
+        dataset = self.dataset(split)
+        if limit is not None and limit < len(dataset):
+            dataset = Subset(dataset, range(int(limit)))
+        collate = EvalCollate(self.tokenizer, with_negatives=False, with_questions=False, **self._collate_kwargs())
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

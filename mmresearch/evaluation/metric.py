@@ -12,7 +12,7 @@ from torchmetrics.utilities import dim_zero_cat
 from mmresearch.evaluation.retrieval import retrieval_metrics
 
 
-def _first_occurrence(ids: Tensor) -> Tensor:
+def first_occurrence(ids: Tensor) -> Tensor:
     """Indices of the first occurrence of every distinct id, in id order."""
     uniq, inverse = torch.unique(ids, return_inverse=True)
     first = torch.full((uniq.numel(),), ids.numel(), dtype=torch.long, device=ids.device)
@@ -48,9 +48,9 @@ class RetrievalMetric(Metric):
 
     def compute(self) -> Dict[str, float]:
         img_ids = dim_zero_cat(self.image_ids)
-        keep_i = _first_occurrence(img_ids)
+        keep_i = first_occurrence(img_ids)
         img_ids, img = img_ids[keep_i], dim_zero_cat(self.image_embeddings)[keep_i]
-        keep_t = _first_occurrence(dim_zero_cat(self.text_ids))
+        keep_t = first_occurrence(dim_zero_cat(self.text_ids))
         txt = dim_zero_cat(self.text_embeddings)[keep_t]
         txt_img_ids = dim_zero_cat(self.text_image_ids)[keep_t]
         rows = torch.searchsorted(img_ids, txt_img_ids)  # img_ids is sorted by torch.unique

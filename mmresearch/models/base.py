@@ -1,4 +1,5 @@
-"""What every model family shares: optimizer wiring, the finite-loss guard, retrieval evaluation."""
+"""What every model family shares: optimizer wiring, the finite-loss guard, retrieval evaluation
+and the compositionality probe."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 from torch import Tensor
 
 from mmresearch.data.batch import ImageTextBatch
+from mmresearch.evaluation.compositionality import CompositionalityMetric, caption_wins
 from mmresearch.evaluation.metric import RetrievalMetric
 from mmresearch.optim.param_groups import split_weight_decay
+from mmresearch.utils.checkpoint import CONFIG_KEY
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -32,10 +35,21 @@ class VisionLanguageModule(L.LightningModule):
 
     def __init__(self, optimizer: Callable, scheduler: Optional[Callable] = None, eval_chunk_size: Optional[int] = 1024) -> None:
         super().__init__()
+        #: the resolved run config (plain containers), stored in every checkpoint so that a
+        #: checkpoint alone rebuilds its model (``mmresearch.utils.checkpoint.load_model``)
+        self.run_config: Optional[dict] = None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.val_retrieval = RetrievalMetric(chunk_size=eval_chunk_size)
         self.test_retrieval = RetrievalMetric(chunk_size=eval_chunk_size)
+        self.val_compositionality = CompositionalityMetric(kind_names=())
+        self.test_compositionality = CompositionalityMetric(kind_names=())
+
+    def setup(self, stage: str) -> None:
+        """Names of the hard-negative kinds (compositionality probe) come from the data module."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = tuple(getattr(datamodule, "neg_kind_names", ()) or ())
+        self.val_compositionality.kind_names = self.test_compositionality.kind_names = names
 
     # ---- to implement -------------------------------------------------------------------
     def embed_images(self, images: Tensor) -> Tensor:
@@ -62,30 +76,42 @@ class VisionLanguageModule(L.LightningModule):
             self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
 
     # ---- evaluation ------------------------------------------------------------------------
-    def _eval_step(self, batch: ImageTextBatch, metric: RetrievalMetric) -> None:
+    def _eval_step(self, batch: ImageTextBatch, retrieval: RetrievalMetric, compositionality: CompositionalityMetric) -> None:
         image_emb = self.embed_images(batch.images)
         text_emb = self.embed_texts(batch.input_ids, batch.attention_mask)
         text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=self.device)
-        metric.update(image_emb, batch.image_ids, text_emb, batch.text_image_ids, text_ids)
+        retrieval.update(image_emb, batch.image_ids, text_emb, batch.text_image_ids, text_ids)
+        if batch.neg_input_ids is not None and batch.neg_kinds is not None:
+            negative_emb = self.embed_texts(batch.neg_input_ids, batch.neg_attention_mask)
+            wins = caption_wins(image_emb, batch.image_ids, text_emb, batch.text_image_ids, negative_emb)
+            compositionality.update(batch.image_ids, wins, batch.neg_kinds)
 
     def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_retrieval)
+        self._eval_step(batch, self.val_retrieval, self.val_compositionality)
 
     def test_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_retrieval)
+        self._eval_step(batch, self.test_retrieval, self.test_compositionality)
 
-    def _log_eval(self, metric: RetrievalMetric, prefix: str) -> Dict[str, float]:
-        values = metric.compute()
-        metric.reset()
-        # The values are computed from embeddings gathered from every rank: identical everywhere.
+    def _log_eval(self, prefix: str, *metrics) -> Dict[str, float]:
+        values: Dict[str, float] = {}
+        for metric in metrics:
+            if metric.update_count == 0:  # e.g. no hard negatives in this data
+                continue
+            values.update(metric.compute())
+            metric.reset()
+        # The values are computed from states gathered from every rank: identical everywhere.
         self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, sync_dist=False)
         return values
 
     def on_validation_epoch_end(self) -> None:
-        self._log_eval(self.val_retrieval, "val")
+        self._log_eval("val", self.val_retrieval, self.val_compositionality)
 
     def on_test_epoch_end(self) -> None:
-        self._log_eval(self.test_retrieval, "test")
+        self._log_eval("test", self.test_retrieval, self.test_compositionality)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint[CONFIG_KEY] = self.run_config
 
     # ---- optimisation ------------------------------------------------------------------
     def configure_optimizers(self):
