@@ -1,0 +1,70 @@
+"""Evaluate a checkpoint of any model family: ``mmr-eval ckpt_path=... [data=...] [eval=...]``.
+
+Runs the test loop (retrieval, compositionality probe), the after-test evaluations of
+``eval.callbacks`` (zero-shot, linear probe, plots) and optionally an embedding export with a FAISS
+index, then writes ``results.json`` like training does (``config`` is the evaluated model's run
+config with the data used; ``eval_config`` is this command's config).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, Optional
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from mmresearch.train import CONFIG_DIR, setup_run
+from mmresearch.utils.checkpoint import config_container, load_model, resolve_checkpoint_path
+from mmresearch.utils.instantiate import build, build_dict
+from mmresearch.utils.results import format_table, write_results
+
+log = logging.getLogger("mmresearch.eval")
+
+
+def evaluate(cfg: DictConfig) -> Dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path``; returns the test metrics."""
+    started = time.time()
+    out_dir = setup_run(cfg)
+    path = resolve_checkpoint_path(cfg.ckpt_path)
+    model, run_cfg, tokenizer = load_model(path, allow_unsafe=bool(cfg.allow_unsafe_checkpoint), data=cfg.get("data"))
+    datamodule = build(run_cfg, "data", tokenizer=tokenizer)
+    precision = cfg.get("precision") or OmegaConf.select(run_cfg, "trainer.precision") or cfg.trainer.precision
+    trainer: L.Trainer = build(
+        cfg, "trainer", callbacks=build_dict(cfg, "eval.callbacks"), logger=build_dict(cfg, "logger") or False, precision=precision
+    )
+    trainer.test(model, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    export = cfg.eval.get("export") or {}
+    exported: Optional[str] = None
+    if export.get("enabled") and trainer.is_global_zero:
+        from mmresearch.evaluation.export import export_embeddings
+
+        model.to(trainer.strategy.root_device)
+        exported = str(export_embeddings(model, datamodule, export.dir, split=export.split, index=export.index, checkpoint=str(path.resolve())))
+        log.info("embeddings and FAISS index written to %s (search: mmr-search %s \"a red circle\")", exported, exported)
+    if trainer.is_global_zero:
+        result_path = write_results(
+            out_dir,
+            metrics,
+            run_cfg,
+            time.time() - started,
+            extra={"checkpoint": str(path.resolve()), "export_dir": exported, "eval_config": config_container(cfg)},
+        )
+        print(format_table(metrics, title=f"test metrics of {path.name} ({result_path})"))
+    return metrics
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise SystemExit("mmr-eval needs ckpt_path=<checkpoint file or run directory>")
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
