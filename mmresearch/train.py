@@ -52,7 +52,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
 
     tokenizer = build(cfg, "tokenizer")
     datamodule = build(cfg, "data", tokenizer=tokenizer)
-    model = build_model(cfg, tokenizer)
+    model = build_model(cfg, tokenizer, datamodule)
     model.run_config = config_container(cfg)
     trainer: L.Trainer = build(cfg, "trainer", callbacks=build_dict(cfg, "callbacks"), logger=build_dict(cfg, "logger") or False)
 

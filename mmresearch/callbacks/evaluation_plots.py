@@ -121,8 +121,8 @@ class EvaluationPlots(Callback):
             rank_zero_warn("EvaluationPlots: skipped all figures: the trainer has no datamodule with a test_dataloader()")
             return
         missing = [name for name in ("embed_images", "embed_texts") if not callable(getattr(pl_module, name, None))]
-        if missing:
-            rank_zero_warn(f"EvaluationPlots: skipped all figures: the model has no {' / '.join(missing)}")
+        if missing or not getattr(pl_module, "has_embeddings", True):
+            rank_zero_warn(f"EvaluationPlots: skipped all figures: the model has no {' / '.join(missing) or 'image/text embeddings'}")
             return
         try:
             data = self._gather(trainer, pl_module, datamodule)

@@ -25,13 +25,14 @@ class RankZeroEvaluation(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        if not hasattr(pl_module, "embed_images"):
-            rank_zero_warn(f"{type(self).__name__}: {type(pl_module).__name__} has no embed_images(); skipped")
+        if not hasattr(pl_module, "embed_images") or not getattr(pl_module, "has_embeddings", True):
+            rank_zero_warn(f"{type(self).__name__}: {type(pl_module).__name__} has no image/text embeddings; skipped")
             return
         was_training = pl_module.training
         pl_module.eval()
         try:
-            with torch.no_grad():
+            # the test loop runs in inference mode; probes fit with autograd on the features
+            with torch.inference_mode(False), torch.no_grad():
                 values = self.evaluate(trainer, pl_module)
         finally:
             pl_module.train(was_training)

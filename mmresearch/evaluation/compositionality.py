@@ -19,6 +19,36 @@ from torchmetrics.utilities import dim_zero_cat
 from mmresearch.evaluation.metric import first_occurrence
 
 
+def _caption_rows(image_ids: Tensor, text_image_ids: Tensor) -> Tensor:
+    """``[T]`` the batch row of each caption's image (every caption's image must be in the batch)."""
+    order = torch.argsort(image_ids)
+    pos = torch.searchsorted(image_ids[order], text_image_ids).clamp_max(image_ids.numel() - 1)
+    rows = order[pos]
+    if not bool(torch.equal(image_ids[rows], text_image_ids)):
+        raise ValueError("a caption refers to an image that is not in the batch")
+    return rows
+
+
+def wins_from_scores(caption_scores: Tensor, caption_rows: Tensor, negative_scores: Tensor) -> Tensor:
+    """Per image, the share of its captions scoring above its hard negative (ties lose).
+
+    Args:
+        caption_scores: ``[T]`` score of each caption with its own image.
+        caption_rows: ``[T]`` the image row of each caption.
+        negative_scores: ``[B]`` score of each image with its hard negative.
+
+    Returns:
+        ``[B]`` float in [0, 1].
+    """
+    wins = (caption_scores.float() > negative_scores.float()[caption_rows]).float()
+    b = negative_scores.shape[0]
+    total = torch.zeros(b, device=wins.device).index_add_(0, caption_rows, wins)
+    count = torch.zeros(b, device=wins.device).index_add_(0, caption_rows, torch.ones_like(wins))
+    if bool((count == 0).any()):
+        raise ValueError("every image needs at least one caption in its batch for the compositionality probe")
+    return total / count
+
+
 def caption_wins(
     image_embeddings: Tensor,
     image_ids: Tensor,
@@ -26,7 +56,7 @@ def caption_wins(
     text_image_ids: Tensor,
     negative_embeddings: Tensor,
 ) -> Tensor:
-    """Per image, the share of its captions that score above its hard negative.
+    """Per image, the share of its captions that score above its hard negative (cosine scores).
 
     Args:
         image_embeddings: ``[B, E]`` normalised image embeddings.
@@ -38,20 +68,11 @@ def caption_wins(
     Returns:
         ``[B]`` float in [0, 1].
     """
-    order = torch.argsort(image_ids)
-    pos = torch.searchsorted(image_ids[order], text_image_ids).clamp_max(image_ids.numel() - 1)
-    rows = order[pos]  # [T] the batch row of each caption's image
-    if not bool(torch.equal(image_ids[rows], text_image_ids)):
-        raise ValueError("a caption refers to an image that is not in the batch")
+    rows = _caption_rows(image_ids, text_image_ids)
     img = image_embeddings.float()
     positive = (text_embeddings.float() * img[rows]).sum(-1)  # [T]
     negative = (negative_embeddings.float() * img).sum(-1)  # [B]
-    wins = (positive > negative[rows]).float()
-    total = torch.zeros(img.shape[0], device=img.device).index_add_(0, rows, wins)
-    count = torch.zeros(img.shape[0], device=img.device).index_add_(0, rows, torch.ones_like(wins))
-    if bool((count == 0).any()):
-        raise ValueError("every image needs at least one caption in its batch for the compositionality probe")
-    return total / count
+    return wins_from_scores(positive, rows, negative)
 
 
 class CompositionalityMetric(Metric):

@@ -42,7 +42,7 @@ class LogisticRegressionProbe:
         self.c, self.max_iter, self.num_classes = float(c), int(max_iter), num_classes
 
     def fit(self, x: Tensor, y: Tensor) -> "LogisticRegressionProbe":
-        x, y = x.double(), y.long().to(x.device)
+        x, y = x.double().clone(), y.long().to(x.device).clone()  # clone: no inference-mode tensors
         self.mean, self.std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-12)  # as StandardScaler
         xs = (x - self.mean) / self.std
         k = self.num_classes or int(y.max()) + 1

@@ -52,6 +52,10 @@ class VisionLanguageModule(L.LightningModule):
         self.val_compositionality.kind_names = self.test_compositionality.kind_names = names
 
     # ---- to implement -------------------------------------------------------------------
+    #: whether embed_images / embed_texts give a shared embedding space (retrieval by cosine,
+    #: zero-shot, probes, plots); a fused model without contrastive heads sets it False
+    has_embeddings = True
+
     def embed_images(self, images: Tensor) -> Tensor:
         """``[B, 3, H, W] -> [B, E]`` L2-normalised image embeddings."""
         raise NotImplementedError

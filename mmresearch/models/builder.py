@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Optional
 
 import lightning as L
+from hydra.utils import get_class
 from omegaconf import DictConfig, open_dict
 
+from mmresearch.utils.errors import ConfigError
 from mmresearch.utils.instantiate import build
 
 
@@ -19,14 +22,39 @@ def build_text_encoder(cfg: DictConfig, tokenizer: Any):
     return build(cfg, "text_encoder")
 
 
-def build_model(cfg: DictConfig, tokenizer: Any) -> L.LightningModule:
-    """Instantiate ``cfg.model`` with its built encoders, loss, temperature and partial optimizer."""
-    parts = dict(
-        image_encoder=build(cfg, "image_encoder"),
-        text_encoder=build_text_encoder(cfg, tokenizer),
-        loss=build(cfg, "loss"),
-        temperature=build(cfg, "temperature"),
-        optimizer=build(cfg, "optimizer"),
-        scheduler=build(cfg, "scheduler") if cfg.get("scheduler") else None,
+def _model_parameters(cfg: DictConfig) -> set:
+    target = cfg.model.get("_target_")
+    if not target:
+        raise ConfigError("model._target_ is missing")
+    try:
+        cls = get_class(target)
+    except Exception as err:
+        raise ConfigError(f"model._target_={target!r} cannot be imported: {err}") from err
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def fill_data_dependent(cfg: DictConfig, datamodule: Any) -> None:
+    """Write sizes that come from the data into the config (``model.num_answers`` for VQA heads),
+    so the stored run config rebuilds the same model."""
+    if "num_answers" in cfg.model and cfg.model.num_answers is None and datamodule is not None and hasattr(datamodule, "num_answers"):
+        with open_dict(cfg):
+            cfg.model.num_answers = int(datamodule.num_answers)
+
+
+def build_model(cfg: DictConfig, tokenizer: Any, datamodule: Optional[Any] = None) -> L.LightningModule:
+    """Instantiate ``cfg.model`` with the parts its class takes: built encoders, loss, temperature,
+    partial optimizer and scheduler, and the tokenizer. Groups a model does not take (e.g. a
+    fused model without a contrastive objective) are not built."""
+    fill_data_dependent(cfg, datamodule)
+    accepted = _model_parameters(cfg)
+    makers = dict(
+        image_encoder=lambda: build(cfg, "image_encoder"),
+        text_encoder=lambda: build_text_encoder(cfg, tokenizer),
+        loss=lambda: build(cfg, "loss"),
+        temperature=lambda: build(cfg, "temperature"),
+        optimizer=lambda: build(cfg, "optimizer"),
+        scheduler=lambda: build(cfg, "scheduler") if cfg.get("scheduler") else None,
+        tokenizer=lambda: tokenizer,
     )
+    parts = {name: make() for name, make in makers.items() if name in accepted and name not in cfg.model}
     return build(cfg, "model", **parts)

@@ -88,7 +88,7 @@ def load_model(path: str | Path, allow_unsafe: bool = False, data: Optional[Dict
     if data is not None:
         cfg.data = data
     tokenizer = build(cfg, "tokenizer")
-    model = build_model(cfg, tokenizer)
+    model = build_model(cfg, tokenizer, build(cfg, "data", tokenizer=tokenizer))
     if "state_dict" not in checkpoint:
         raise ConfigError(f"checkpoint {resolve_checkpoint_path(path)} has no state_dict")
     missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)

@@ -1,0 +1,1 @@
+"""Fusion encoders: where image and text tokens meet."""

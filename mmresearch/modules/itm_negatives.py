@@ -1,0 +1,36 @@
+"""Negatives for image-text matching: for each pair, a partner from another image of the batch."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def sample_negative_partners(image_ids: Tensor, similarity: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    """For every row ``i`` pick a row ``j`` whose image id differs from row ``i``'s.
+
+    Args:
+        image_ids: ``[B]`` image id of each pair (captions of one image share it).
+        similarity: optional ``[B, B]`` scores of row ``i``'s text (or image) against row ``j``'s
+            image (or text), e.g. from a first-stage scorer: ``j`` is then drawn with
+            probability ``softmax(similarity[i])`` over the valid rows (hard negatives, as ALBEF);
+            uniform when None.
+        generator: a torch generator for reproducible draws.
+
+    Returns:
+        ``[B]`` long row indices; ``-1`` for a row with no valid partner (every row shares its
+        image id). A returned partner never has the same image id: it is never a positive.
+    """
+    b = image_ids.shape[0]
+    valid = image_ids[:, None] != image_ids[None, :]  # [B, B]
+    if similarity is None:
+        weights = valid.float()
+    else:
+        logits = similarity.float().masked_fill(~valid, float("-inf"))
+        weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # rows with no valid partner -> 0
+    has_partner = valid.any(dim=1)
+    weights = torch.where(has_partner[:, None], weights, torch.ones_like(weights))  # multinomial needs mass
+    choice = torch.multinomial(weights, 1, generator=generator).squeeze(1) if b else image_ids.new_empty(0)
+    return torch.where(has_partner, choice, torch.full_like(choice, -1))
