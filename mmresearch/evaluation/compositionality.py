@@ -98,7 +98,7 @@ class CompositionalityMetric(Metric):
         self.kinds.append(kinds.detach().long())
 
     def compute(self) -> Dict[str, float]:
-        if not self.image_ids:
+        if isinstance(self.image_ids, list) and not self.image_ids:  # (a tensor once synced across ranks)
             return {}
         keep = first_occurrence(dim_zero_cat(self.image_ids))
         wins, kinds = dim_zero_cat(self.wins)[keep], dim_zero_cat(self.kinds)[keep]
