@@ -13,6 +13,8 @@ multiple of 1/4 computed exactly in float32 whatever the summation order, so our
 (float64) and torchmetrics see bit-identical scores.
 """
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,15 @@ import mmresearch.evaluation.retrieval as retrieval
 from mmresearch.evaluation.retrieval import ranks_from_scores, retrieval_metrics
 
 RECALL_KEYS = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The inputs are tiny: a second thread only adds wake-up latency (large on a shared CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _torchmetrics_reference(img: torch.Tensor, txt: torch.Tensor, t2i: torch.Tensor) -> dict:
@@ -103,9 +114,9 @@ def _tied_inputs(seed: int, n_img: int = 30, dim: int = 4):
     return img, txt, t2i
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("chunk", [None, 7, 1])
-def test_matches_torchmetrics_with_uneven_captions(seed, chunk):
+@functools.lru_cache(maxsize=None)
+def _tie_free_case(seed: int):
+    """Grid embeddings without relevant/irrelevant ties, and torchmetrics' metrics on them."""
     g = torch.Generator().manual_seed(seed)
     n_img = 40
     t2i = _uneven_captions(g, n_img)
@@ -114,13 +125,24 @@ def test_matches_torchmetrics_with_uneven_captions(seed, chunk):
     txt = _grid(F.normalize(img[t2i] + 1.2 * torch.randn(t2i.numel(), 16, generator=g), dim=-1))
     assert torch.equal((img @ txt.T).double(), img.double() @ txt.double().T)  # exact scores
     assert _relevant_ties(img @ txt.T, t2i) == 0  # torchmetrics is only well defined without ties
+    return img, txt, t2i, _torchmetrics_reference(img, txt, t2i)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("chunk", [None, 7, 1])
+def test_matches_torchmetrics_with_uneven_captions(seed, chunk):
+    img, txt, t2i, ref = _tie_free_case(seed)
     ours = retrieval_metrics(img, txt, t2i, chunk_size=chunk)
-    ref = _torchmetrics_reference(img, txt, t2i)
-    _assert_close(ours, ref, abs_tol=1e-6)  # torchmetrics averages in float32
-    # the brute-force reference agrees with torchmetrics where both are defined (no ties)
-    _assert_close(_pessimistic_reference(img @ txt.T, t2i), ref, abs_tol=1e-6)
+    _assert_close(ours, ref, abs_tol=1e-6)  # torchmetrics computes in float32
     assert 0.05 < ours["t2i_R@1"] < 0.95
     assert ours["rsum"] == pytest.approx(sum(ours[k] for k in RECALL_KEYS))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pessimistic_reference_matches_torchmetrics_without_ties(seed):
+    """The brute-force reference used for the tie tests agrees with torchmetrics where both are defined."""
+    img, txt, t2i, ref = _tie_free_case(seed)
+    _assert_close(_pessimistic_reference(img @ txt.T, t2i), ref, abs_tol=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -150,14 +172,12 @@ def test_duplicated_image_ties_against_the_query():
     _assert_close(m, _pessimistic_reference(img @ img[t2i].T, t2i))
 
 
-def test_block_size_does_not_change_the_metrics(monkeypatch):
+def test_chunk_size_does_not_change_the_metrics():
     img, txt, t2i = _tied_inputs(7, n_img=50)
     ref = retrieval_metrics(img, txt, t2i, chunk_size=None)
     _assert_close(ref, _pessimistic_reference(img.double() @ txt.double().T, t2i))
-    for block in (1, 37, 1000):  # internal CPU blocks of 1 row, a few rows, many rows
-        monkeypatch.setattr(retrieval, "_CPU_BLOCK_ELEMENTS", block)
-        for chunk in (None, 3):
-            assert retrieval_metrics(img, txt, t2i, chunk_size=chunk) == ref
+    for chunk in (1, 37, 10_000):  # one row, ragged last chunks, oversized
+        assert retrieval_metrics(img, txt, t2i, chunk_size=chunk) == ref
 
 
 def test_memory_is_bounded_by_chunk_size(monkeypatch):
@@ -174,19 +194,25 @@ def test_memory_is_bounded_by_chunk_size(monkeypatch):
         return mm(a, b, **kwargs)
 
     monkeypatch.setattr(torch, "mm", spy)
-    retrieval_metrics(img, txt, t2i, chunk_size=4)
-    assert shapes and max(rows for rows, _ in shapes) <= 4
-    assert sum(rows for rows, cols in shapes if cols == img.shape[0]) == t2i.numel()  # every caption once
-    assert sum(rows for rows, cols in shapes if cols == t2i.numel()) == img.shape[0]  # every image once
+    ref = retrieval_metrics(img, txt, t2i, chunk_size=None)
+    assert shapes == [(t2i.numel(), 30), (30, t2i.numel())]  # one product per direction
+    shapes.clear()
+    assert retrieval_metrics(img, txt, t2i, chunk_size=8) == ref
+    assert max(rows * cols for rows, cols in shapes) <= 8 * t2i.numel()
+    assert max(rows for rows, cols in shapes if cols == t2i.numel()) == 8  # image queries: chunk_size
+    assert sum(rows for rows, cols in shapes if cols == 30) == t2i.numel()  # every caption once
+    assert sum(rows for rows, cols in shapes if cols == t2i.numel()) == 30  # every image once
 
 
 def _ranks_reference(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Per relevant item: how many irrelevant items of its row score >= it (-1 at the padding)."""
     out = torch.full(relevant.shape, -1, dtype=torch.long)
     for row in range(scores.shape[0]):
-        rel = set(c for c in relevant[row].tolist() if c >= 0)
+        irrelevant = torch.ones(scores.shape[1], dtype=torch.bool)
+        irrelevant[relevant[row][relevant[row] >= 0]] = False
         for p, c in enumerate(relevant[row].tolist()):
             if c >= 0:
-                out[row, p] = sum(1 for x in range(scores.shape[1]) if x not in rel and scores[row, x] >= scores[row, c])
+                out[row, p] = int(((scores[row] >= scores[row, c]) & irrelevant).sum())
     return out
 
 
