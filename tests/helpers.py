@@ -31,3 +31,51 @@ def run_cli(args: List[str], cwd: Path, timeout: int = 600, env_extra: dict | No
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_workers(test_file: str, run_name: str, world: int, out_dir: Path, timeout: int = 120) -> list:
+    """Run ``test_file`` as ``world`` spawned processes (module ``__name__ == run_name``, with
+    ``WORKER_ARGS = {rank, port, out_dir}`` in its globals); each writes ``rank{r}.pt`` (or
+    ``rank{r}.err`` with its traceback). Returns the loaded per-rank results."""
+    import runpy
+
+    import torch
+
+    port = free_port()
+    ctx = torch.multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=runpy.run_path,
+            args=(test_file,),
+            kwargs={"init_globals": {"WORKER_ARGS": {"rank": rank, "port": port, "out_dir": str(out_dir)}}, "run_name": run_name},
+        )
+        for rank in range(world)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=timeout)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    errors = [f.read_text() for f in sorted(Path(out_dir).glob("rank*.err"))]
+    codes = [p.exitcode for p in procs]
+    assert not errors and codes == [0] * world, f"workers failed (exit codes {codes}):\n" + "\n".join(errors)
+    return [torch.load(Path(out_dir) / f"rank{rank}.pt") for rank in range(world)]
+
+
+def train_once(run_dir: Path, overrides: List[str]) -> Path:
+    """Train through the CLI into ``run_dir`` (for module-scoped fixtures); fails with stderr."""
+    proc = run_cli([*overrides, f"hydra.run.dir={run_dir}"], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    return run_dir

@@ -77,6 +77,7 @@ class ViLT(VisionLanguageModule):
             or a dual-encoder checkpoint path), ``top_k``, ``batch_size`` (pairs fused at once),
             ``max_full_pairs``.
         max_image_tokens: patches kept per image in training (ViLT: 200).
+        pooling: the joint representation for ITM/VQA: ``cls`` (ViLT) or ``mean`` (of all states).
         embed_dim: width of the contrastive projections (``itc``).
         loss, temperature: the contrastive loss and temperature of ``itc``.
         init_from: a checkpoint whose matching weights initialise the model (e.g. VQA
@@ -96,6 +97,7 @@ class ViLT(VisionLanguageModule):
         mlm: Optional[Mapping[str, Any]] = None,
         retrieval: Optional[Mapping[str, Any]] = None,
         max_image_tokens: Optional[int] = 200,
+        pooling: str = "cls",
         embed_dim: int = 128,
         loss: Optional[nn.Module] = None,
         temperature: Optional[nn.Module] = None,
@@ -114,7 +116,7 @@ class ViLT(VisionLanguageModule):
         if self.itm_cfg["negatives"] == "hard" and self.weights["itc"] <= 0:
             raise ConfigError("model.itm.negatives=hard samples from the model's contrastive scores: set model.objectives.itc > 0")
 
-        self.encoder = SingleStreamEncoder(image_encoder, text_encoder, max_image_tokens=max_image_tokens)
+        self.encoder = SingleStreamEncoder(image_encoder, text_encoder, max_image_tokens=max_image_tokens, pooling=pooling)
         d = self.encoder.hidden_size
         self.itm_head = ITMHead(d)
         tied = self.encoder.word_embeddings if isinstance(self.encoder.text_proj, nn.Identity) else None

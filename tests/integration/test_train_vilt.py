@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from helpers import FAST, REPO, run_cli
+from helpers import FAST, REPO, run_cli, train_once
 
 pytestmark = pytest.mark.slow
 
@@ -14,10 +14,7 @@ SMALL = [*FAST, "experiment=vilt_shapes", "image_encoder.model_kwargs.embed_dim=
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("vilt") / "pretrain"
-    proc = run_cli([*SMALL, f"hydra.run.dir={run_dir}"], cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-6000:]
-    return run_dir
+    return train_once(tmp_path_factory.mktemp("vilt") / "pretrain", SMALL)
 
 
 def test_pretraining_reports_fused_retrieval_and_itm(pretrained):

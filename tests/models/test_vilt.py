@@ -59,6 +59,6 @@ def test_vqa_objective_needs_questions_and_scores(compose_cfg):
 
 def test_config_errors_name_the_key(compose_cfg):
     with pytest.raises(ConfigError, match="model.itm.negatives=hard"):
-        _model_and_batch(compose_cfg, ["model.objectives.itc=0"])
+        _model_and_batch(compose_cfg, ["model.objectives.itc=0", "model.itm.negatives=hard"])
     with pytest.raises(ConfigError, match="model.objectives"):
         _model_and_batch(compose_cfg, ["model.objectives.itm=0", "model.objectives.mlm=0", "model.objectives.itc=0", "model.itm.negatives=random"])

@@ -10,8 +10,6 @@ The workers are started with ``runpy.run_path`` on this very file (run under a p
 from __future__ import annotations
 
 import math
-import runpy
-import socket
 import traceback
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmresearch.modules.losses import build_loss
+
+from helpers import spawn_workers
 
 pytestmark = pytest.mark.slow
 
@@ -135,41 +135,10 @@ if __name__ == WORKER_RUN_NAME:  # a spawned worker (see dist_results)
     _worker(**globals()["WORKER_ARGS"])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dist_results(tmp_path_factory):
     """Spawn the 2 gloo workers once; returns the per-rank result dicts."""
-    out_dir = tmp_path_factory.mktemp("dist_losses")
-    port = _free_port()
-    ctx = torch.multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=runpy.run_path,
-            args=(__file__,),
-            kwargs={
-                "init_globals": {"WORKER_ARGS": {"rank": rank, "port": port, "out_dir": str(out_dir)}},
-                "run_name": WORKER_RUN_NAME,
-            },
-        )
-        for rank in range(WORLD)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    errors = [f.read_text() for f in sorted(out_dir.glob("rank*.err"))]
-    codes = [p.exitcode for p in procs]
-    assert not errors and codes == [0] * WORLD, f"workers failed (exit codes {codes}):\n" + "\n".join(errors)
-    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
+    return spawn_workers(__file__, WORKER_RUN_NAME, WORLD, tmp_path_factory.mktemp("dist_losses"))
 
 
 @pytest.mark.parametrize("loss_case, ids_case, mode", CASES, ids=[_key(*c).replace("|", "-") for c in CASES])
