@@ -271,6 +271,11 @@ class ViLT(VisionLanguageModule):
         text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=self.device)
         if self.retrieval_cfg["enabled"]:
             pairs.update(batch.images, batch.image_ids, batch.input_ids, batch.attention_mask, batch.text_image_ids, text_ids)
+        if self.vqa_head is not None and batch.question_input_ids is not None:
+            logits, soft = self._vqa_logits(batch)
+            getattr(self, f"{stage}_vqa").update(logits.float(), soft.float())
+        if self.weights["itm"] <= 0 and not self.retrieval_cfg["enabled"]:
+            return  # the ITM head is not trained in this run (e.g. VQA fine-tuning): no ITM metrics
         rows = _caption_rows(batch.image_ids, batch.text_image_ids)
         pos = ITMHead.match_score(self.itm_logits(batch.images[rows], batch.input_ids, batch.attention_mask))  # [T]
         partner = sample_negative_partners(batch.text_image_ids)  # a caption of another image per caption
@@ -281,9 +286,6 @@ class ViLT(VisionLanguageModule):
         if batch.neg_input_ids is not None and batch.neg_kinds is not None:
             hard = ITMHead.match_score(self.itm_logits(batch.images, batch.neg_input_ids, batch.neg_attention_mask))
             getattr(self, f"{stage}_compositionality").update(batch.image_ids, wins_from_scores(pos, rows, hard), batch.neg_kinds)
-        if self.vqa_head is not None and batch.question_input_ids is not None:
-            logits, soft = self._vqa_logits(batch)
-            getattr(self, f"{stage}_vqa").update(logits.float(), soft.float())
 
     def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
