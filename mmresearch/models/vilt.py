@@ -235,11 +235,9 @@ class ViLT(VisionLanguageModule):
             itc_terms, similarity = self._itc(batch)
             terms.update(itc_terms)
         if self.weights["itm"] > 0:
-            sim = similarity if self.itm_cfg["negatives"] == "hard" else None
-            if sim is not None and self.itm_cfg["replace"] == "image":
-                sim = sim  # rows: texts, columns: images -> an image partner per text
-            elif sim is not None:
-                sim = sim.T  # a text partner per image
+            sim = similarity if self.itm_cfg["negatives"] == "hard" else None  # [texts, images]
+            if sim is not None and self.itm_cfg["replace"] == "text":
+                sim = sim.T  # a text partner per image (replace=image: an image partner per text)
             terms.update(self._itm_loss(batch, sim))
         if self.weights["mlm"] > 0:
             terms.update(self._mlm_loss(batch))
