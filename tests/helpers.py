@@ -79,3 +79,23 @@ def train_once(run_dir: Path, overrides: List[str]) -> Path:
     proc = run_cli([*overrides, f"hydra.run.dir={run_dir}"], cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-6000:]
     return run_dir
+
+
+def run_gloo_worker(rank: int, port: int, out_dir: str, world: int, body) -> None:
+    """The body of a worker started by :func:`spawn_workers`: joins a gloo group on one thread,
+    saves ``body(rank)`` as ``rank{rank}.pt`` (or the traceback as ``rank{rank}.err``)."""
+    import traceback
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+        torch.save(body(rank), Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()
+        dist.destroy_process_group()
+    except BaseException:
+        (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
+        raise

@@ -11,9 +11,6 @@ The workers are started with ``runpy.run_path`` on this very file (run under a p
 
 from __future__ import annotations
 
-import traceback
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +21,7 @@ from torch.utils.data import DistributedSampler
 from mmresearch.evaluation.metric import RetrievalMetric
 from mmresearch.evaluation.retrieval import retrieval_metrics
 
-from helpers import spawn_workers
+from helpers import run_gloo_worker, spawn_workers
 
 pytestmark = pytest.mark.slow
 
@@ -60,24 +57,17 @@ def _update(metric: RetrievalMetric, images: list) -> None:
         metric.update(img[idx], image_ids[idx], txt[caps], image_ids[caption_image[caps]], text_ids[caps])
 
 
+def _rank_results(rank: int) -> dict:
+    results = {}
+    for case in SAMPLER_CASES:
+        metric = RetrievalMetric(chunk_size=3)
+        _update(metric, _shard(case, rank))
+        results[case] = {"shard": _shard(case, rank), "metrics": metric.compute()}
+    return results
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    try:
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-            timeout=timedelta(seconds=60),
-        )
-        results = {}
-        for case in SAMPLER_CASES:
-            metric = RetrievalMetric(chunk_size=3)
-            _update(metric, _shard(case, rank))
-            results[case] = {"shard": _shard(case, rank), "metrics": metric.compute()}
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()
-        dist.destroy_process_group()
-    except BaseException:
-        (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
-        raise
+    run_gloo_worker(rank, port, out_dir, WORLD, _rank_results)
 
 
 if __name__ == WORKER_RUN_NAME:  # a spawned worker (see dist_results)

@@ -10,9 +10,6 @@ The workers are started with ``runpy.run_path`` on this very file (run under a p
 from __future__ import annotations
 
 import math
-import traceback
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +19,7 @@ from torch import nn
 
 from mmresearch.modules.losses import build_loss
 
-from helpers import spawn_workers
+from helpers import run_gloo_worker, spawn_workers
 
 pytestmark = pytest.mark.slow
 
@@ -107,28 +104,21 @@ def _step(loss_case: str, ids_case: str, mode: str, rows: slice) -> dict:
     }
 
 
+def _rank_results(rank: int) -> dict:
+    """Every case on this rank's half, parameter gradients averaged as DDP does."""
+    rows = slice(rank * N_PER_RANK, (rank + 1) * N_PER_RANK)
+    results = {}
+    for case in CASES:
+        res = _step(*case, rows=rows)
+        for grad in res["param_grads"].values():
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+            grad /= WORLD
+        results[_key(*case)] = res
+    return results
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    """One rank: every case on this rank's half, parameter gradients averaged as DDP does."""
-    torch.set_num_threads(1)
-    try:
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-            timeout=timedelta(seconds=60),
-        )
-        rows = slice(rank * N_PER_RANK, (rank + 1) * N_PER_RANK)
-        results = {}
-        for case in CASES:
-            res = _step(*case, rows=rows)
-            for grad in res["param_grads"].values():
-                dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-                grad /= WORLD
-            results[_key(*case)] = res
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-        dist.barrier()
-        dist.destroy_process_group()
-    except BaseException:
-        (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
-        raise
+    run_gloo_worker(rank, port, out_dir, WORLD, _rank_results)
 
 
 if __name__ == WORKER_RUN_NAME:  # a spawned worker (see dist_results)
