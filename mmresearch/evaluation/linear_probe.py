@@ -11,7 +11,7 @@ validation split is refit on train + validation and scored once on the test spli
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F

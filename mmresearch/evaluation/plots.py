@@ -14,7 +14,6 @@ as data, for tests and for callers that want the numbers.
 
 from __future__ import annotations
 
-import math
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path

@@ -23,7 +23,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class VisionLanguageModule(L.LightningModule):
-    """Base LightningModule: subclasses define ``embed_images``, ``embed_texts`` and ``training_step``.
+    """Base LightningModule: subclasses define ``forward(batch) -> loss terms``, ``embed_images``
+    and ``embed_texts``.
 
     Args:
         optimizer: a partial optimizer (Hydra ``_partial_: true``) called with parameter groups;
@@ -78,6 +79,25 @@ class VisionLanguageModule(L.LightningModule):
     def log_terms(self, terms: Dict[str, Tensor], prefix: str, batch_size: int) -> None:
         for name, value in terms.items():
             self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size)
+
+    def training_step(self, batch: ImageTextBatch, batch_idx: int) -> Tensor:
+        """``forward(batch)`` gives the loss terms (``loss`` is optimised); a non-finite loss
+        stops the run; every term and the contrastive temperature (when there is one) are logged."""
+        terms = self(batch)
+        self.check_finite(terms)
+        self.log_terms(terms, "train", batch.num_images)
+        temperature = getattr(self, "temperature", None)
+        if temperature is not None:
+            self.log("train/tau", 1.0 / temperature().detach(), batch_size=batch.num_images)
+        return terms["loss"]
+
+    def on_train_batch_start(self, batch: ImageTextBatch, batch_idx: int) -> None:
+        if getattr(self, "temperature", None) is not None:
+            self.temperature.step(self.global_step)  # scheduled temperatures
+
+    def on_train_batch_end(self, outputs, batch: ImageTextBatch, batch_idx: int) -> None:
+        if getattr(self, "temperature", None) is not None:
+            self.temperature.clamp_()  # learnable temperatures stay in their range
 
     # ---- evaluation ------------------------------------------------------------------------
     def _eval_step(self, batch: ImageTextBatch, retrieval: RetrievalMetric, compositionality: CompositionalityMetric) -> None:

@@ -92,16 +92,3 @@ class DualEncoder(VisionLanguageModule):
         negatives = text_emb[n:] if use_negatives else None
         kwargs = {} if negatives is None else {"hard_negative_text_features": negatives, "hard_negative_image_ids": batch.neg_image_ids}
         return self.loss(image_emb, text_emb[:n], self.temperature(), batch.image_ids, batch.text_image_ids, **kwargs)
-
-    def on_train_batch_start(self, batch: ImageTextBatch, batch_idx: int) -> None:
-        self.temperature.step(self.global_step)
-
-    def training_step(self, batch: ImageTextBatch, batch_idx: int) -> Tensor:
-        terms = self(batch)
-        self.check_finite(terms)
-        self.log_terms(terms, "train", batch.num_images)
-        self.log("train/tau", 1.0 / self.temperature().detach(), batch_size=batch.num_images)
-        return terms["loss"]
-
-    def on_train_batch_end(self, outputs, batch: ImageTextBatch, batch_idx: int) -> None:
-        self.temperature.clamp_()

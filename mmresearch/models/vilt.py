@@ -28,20 +28,15 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from mmresearch.data.batch import ImageTextBatch
-from mmresearch.evaluation.compositionality import CompositionalityMetric, _caption_rows, wins_from_scores
-from mmresearch.evaluation.fused_retrieval import fused_retrieval
-from mmresearch.evaluation.pair_store import PairStore
-from mmresearch.evaluation.vqa import VQAScore, one_hot_soft_scores, vqa_loss
-from mmresearch.models.base import VisionLanguageModule
+from mmresearch.evaluation.vqa import one_hot_soft_scores, vqa_loss
+from mmresearch.models.fused_base import FusedVisionLanguageModule, merged_options, mlm_masker, objective_weights
 from mmresearch.modules.fusion_heads import ITMHead, MLMHead, VQAHead
 from mmresearch.modules.fusions.single_stream import SingleStreamEncoder
 from mmresearch.modules.heads import ProjectionHead
 from mmresearch.modules.itm_negatives import sample_negative_partners
-from mmresearch.modules.masking import MLMMasker
 from mmresearch.utils.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
@@ -50,18 +45,9 @@ OBJECTIVES = ("itm", "mlm", "itc", "vqa")
 DEFAULT_OBJECTIVES = {"itm": 1.0, "mlm": 1.0, "itc": 0.0, "vqa": 0.0}
 DEFAULT_ITM = {"negatives": "random", "replace": "image", "negative_ratio": 0.5}
 DEFAULT_MLM = {"probability": 0.15, "whole_word": True, "mask_replace_prob": 0.8, "random_replace_prob": 0.1}
-DEFAULT_RETRIEVAL = {"enabled": True, "first_stage": "self", "top_k": 16, "batch_size": 256, "max_full_pairs": 250_000}
 
 
-def _merged(defaults: Mapping[str, Any], given: Optional[Mapping[str, Any]], key: str) -> Dict[str, Any]:
-    given = dict(given or {})
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise ConfigError(f"{key}: unknown keys {sorted(unknown)}; allowed: {sorted(defaults)}")
-    return {**defaults, **given}
-
-
-class ViLT(VisionLanguageModule):
+class ViLT(FusedVisionLanguageModule):
     """Single-stream fused vision-language model.
 
     Args:
@@ -104,15 +90,12 @@ class ViLT(VisionLanguageModule):
         init_from: Optional[str] = None,
         eval_chunk_size: Optional[int] = 1024,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, eval_chunk_size=eval_chunk_size)
-        self.weights = {k: float(v) for k, v in _merged(DEFAULT_OBJECTIVES, objectives, "model.objectives").items()}
-        if not any(w > 0 for w in self.weights.values()):
-            raise ConfigError(f"model.objectives: at least one of {list(OBJECTIVES)} needs a weight > 0, got {self.weights}")
-        self.itm_cfg = _merged(DEFAULT_ITM, itm, "model.itm")
+        super().__init__(optimizer=optimizer, scheduler=scheduler, retrieval=retrieval, eval_chunk_size=eval_chunk_size)
+        self.weights = objective_weights(DEFAULT_OBJECTIVES, objectives)
+        self.itm_cfg = merged_options(DEFAULT_ITM, itm, "model.itm")
         check_choice("model.itm.negatives", self.itm_cfg["negatives"], ("random", "hard"))
         check_choice("model.itm.replace", self.itm_cfg["replace"], ("image", "text"))
-        self.mlm_cfg = _merged(DEFAULT_MLM, mlm, "model.mlm")
-        self.retrieval_cfg = _merged(DEFAULT_RETRIEVAL, retrieval, "model.retrieval")
+        self.mlm_cfg = merged_options(DEFAULT_MLM, mlm, "model.mlm")
         if self.itm_cfg["negatives"] == "hard" and self.weights["itc"] <= 0:
             raise ConfigError("model.itm.negatives=hard samples from the model's contrastive scores: set model.objectives.itc > 0")
 
@@ -123,15 +106,7 @@ class ViLT(VisionLanguageModule):
         self.mlm_head = MLMHead(d, self.encoder.vocab_size, tied_embeddings=tied) if self.weights["mlm"] > 0 else None
         self.masker = None
         if self.weights["mlm"] > 0:
-            if tokenizer is None:
-                raise ConfigError("model=vilt with objectives.mlm > 0 needs the tokenizer (passed by the model builder)")
-            self.masker = MLMMasker(
-                tokenizer,
-                probability=self.mlm_cfg["probability"],
-                mask_replace_prob=self.mlm_cfg["mask_replace_prob"],
-                random_replace_prob=self.mlm_cfg["random_replace_prob"],
-                whole_word=bool(self.mlm_cfg["whole_word"]),
-            )
+            self.masker = mlm_masker(tokenizer, self.mlm_cfg)
         self.vqa_head = None
         if self.weights["vqa"] > 0:
             if not num_answers:
@@ -147,27 +122,10 @@ class ViLT(VisionLanguageModule):
         else:
             self.loss = self.temperature = None  # not trained: keep them out of the optimizer/state
 
-        pad_id = getattr(tokenizer, "pad_token_id", 0) or 0
-        self.val_pairs = PairStore(max_length=self.encoder.max_text_positions, pad_token_id=pad_id)
-        self.test_pairs = PairStore(max_length=self.encoder.max_text_positions, pad_token_id=pad_id)
-        self.val_vqa, self.test_vqa = VQAScore(), VQAScore()
-        self._itm_counts: Dict[str, Tensor] = {}
-        self._first_stage: list = []  # a dual encoder, kept out of the state dict and optimizer
+        self.configure_pair_stores(self.encoder.max_text_positions, tokenizer)
+        self.trains_itm = self.weights["itm"] > 0 or bool(self.retrieval_cfg["enabled"])
         if init_from:
-            self._init_from(init_from)
-
-    # ------------------------------------------------------------------------------------------
-    def _init_from(self, path: str) -> None:
-        from mmresearch.utils.checkpoint import load_checkpoint
-
-        state = load_checkpoint(path)["state_dict"]
-        own = self.state_dict()
-        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        result = self.load_state_dict(usable, strict=False)
-        skipped = sorted(set(state) - set(usable))
-        log.info("model.init_from=%s: %d tensors loaded; new (kept initialised): %s; skipped: %s", path, len(usable), result.missing_keys[:10], skipped[:10])
-        if not usable:
-            raise ConfigError(f"model.init_from={path}: no parameter of the checkpoint matches this model")
+            self.load_matching_weights(init_from)
 
     # -- embeddings of the unimodal passes (itc) ----------------------------------------------
     @property
@@ -214,7 +172,7 @@ class ViLT(VisionLanguageModule):
             return {"mlm": zero, "mlm_acc": zero.detach()}
         return {"mlm": F.cross_entropy(logits.float(), target), "mlm_acc": (logits.argmax(1) == target).float().mean()}
 
-    def _vqa_logits(self, batch: ImageTextBatch) -> tuple[Tensor, Tensor]:
+    def vqa_logits(self, batch: ImageTextBatch) -> tuple[Tensor, Tensor]:
         b, q, length = batch.question_input_ids.shape
         images = batch.images.repeat_interleave(q, dim=0)
         out = self.encoder(images, batch.question_input_ids.reshape(b * q, length), batch.question_attention_mask.reshape(b * q, length))
@@ -244,128 +202,7 @@ class ViLT(VisionLanguageModule):
         if self.weights["vqa"] > 0:
             if batch.question_input_ids is None:
                 raise ConfigError("model.objectives.vqa > 0 needs questions in the training batches: set data.train_questions=true")
-            logits, soft = self._vqa_logits(batch)
+            logits, soft = self.vqa_logits(batch)
             terms["vqa"] = vqa_loss(logits.float(), soft.float())
         terms["loss"] = sum(self.weights[k] * terms[k] for k in OBJECTIVES if self.weights[k] > 0 and k in terms)
         return terms
-
-    def on_train_batch_start(self, batch: ImageTextBatch, batch_idx: int) -> None:
-        if self.temperature is not None:
-            self.temperature.step(self.global_step)
-
-    def training_step(self, batch: ImageTextBatch, batch_idx: int) -> Tensor:
-        terms = self(batch)
-        self.check_finite(terms)
-        self.log_terms(terms, "train", batch.num_images)
-        return terms["loss"]
-
-    def on_train_batch_end(self, outputs, batch: ImageTextBatch, batch_idx: int) -> None:
-        if self.temperature is not None:
-            self.temperature.clamp_()
-
-    # -- evaluation ---------------------------------------------------------------------------
-    def _eval_step(self, batch: ImageTextBatch, stage: str) -> None:
-        pairs: PairStore = getattr(self, f"{stage}_pairs")
-        text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=self.device)
-        if self.retrieval_cfg["enabled"]:
-            pairs.update(batch.images, batch.image_ids, batch.input_ids, batch.attention_mask, batch.text_image_ids, text_ids)
-        if self.vqa_head is not None and batch.question_input_ids is not None:
-            logits, soft = self._vqa_logits(batch)
-            getattr(self, f"{stage}_vqa").update(logits.float(), soft.float())
-        if self.weights["itm"] <= 0 and not self.retrieval_cfg["enabled"]:
-            return  # the ITM head is not trained in this run (e.g. VQA fine-tuning): no ITM metrics
-        rows = _caption_rows(batch.image_ids, batch.text_image_ids)
-        pos = ITMHead.match_score(self.itm_logits(batch.images[rows], batch.input_ids, batch.attention_mask))  # [T]
-        partner = sample_negative_partners(batch.text_image_ids)  # a caption of another image per caption
-        has = partner >= 0
-        neg = ITMHead.match_score(self.itm_logits(batch.images[rows[has]], batch.input_ids[partner[has]], batch.attention_mask[partner[has]]))
-        counts = self._itm_counts.setdefault(stage, torch.zeros(4, device=self.device))
-        counts += torch.stack([(pos > 0).sum(), torch.tensor(pos.numel(), device=self.device), (neg <= 0).sum(), torch.tensor(neg.numel(), device=self.device)]).float()
-        if batch.neg_input_ids is not None and batch.neg_kinds is not None:
-            hard = ITMHead.match_score(self.itm_logits(batch.images, batch.neg_input_ids, batch.neg_attention_mask))
-            getattr(self, f"{stage}_compositionality").update(batch.image_ids, wins_from_scores(pos, rows, hard), batch.neg_kinds)
-
-    def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def _first_stage_scores(self, pairs) -> Optional[Tensor]:
-        """``[N_t, N_i]`` cheap scores per the ``retrieval.first_stage`` setting, or None."""
-        choice = self.retrieval_cfg["first_stage"]
-        if choice in (None, "none"):
-            return None
-        if choice == "self":
-            if not self.has_embeddings:
-                return None  # no unimodal projections: every pair is fused
-            embed_images, embed_texts = self.embed_images, self.embed_texts
-        else:
-            if not self._first_stage:
-                from mmresearch.utils.checkpoint import load_model
-
-                model = load_model(choice)[0]
-                self._first_stage.append(model.to(self.device).eval())
-            embed_images, embed_texts = self._first_stage[0].embed_images, self._first_stage[0].embed_texts
-        n = self.retrieval_cfg["batch_size"]
-        img = torch.cat([embed_images(pairs.images[i : i + n]).float() for i in range(0, pairs.images.shape[0], n)])
-        txt = torch.cat([embed_texts(pairs.input_ids[i : i + n], pairs.attention_mask[i : i + n]).float() for i in range(0, pairs.input_ids.shape[0], n)])
-        return (txt @ img.T).cpu()
-
-    def _score_pairs(self, pairs) -> Callable[[Tensor, Tensor], Tensor]:
-        def score(image_rows: Tensor, text_rows: Tensor) -> Tensor:
-            image_rows, text_rows = image_rows.to(self.device), text_rows.to(self.device)
-            ids, mask = pairs.input_ids[text_rows], pairs.attention_mask[text_rows]
-            width = max(int(mask.sum(1).max()), 1)
-            return ITMHead.match_score(self.itm_logits(pairs.images[image_rows], ids[:, :width], mask[:, :width]))
-
-        return score
-
-    def _epoch_end(self, stage: str) -> None:
-        values: Dict[str, float] = {}
-        pairs_metric: PairStore = getattr(self, f"{stage}_pairs")
-        if pairs_metric.update_count and self.retrieval_cfg["enabled"]:
-            pairs = pairs_metric.compute()
-            pairs_metric.reset()
-            first = self._first_stage_scores(pairs)
-            world, rank = self.trainer.world_size, self.trainer.global_rank
-
-            def reduce(t: Tensor) -> Tensor:
-                t = t.to(self.device)
-                torch.distributed.all_reduce(t)
-                return t.cpu()
-
-            result = fused_retrieval(
-                self._score_pairs(pairs),
-                num_images=pairs.images.shape[0],
-                text_to_image=pairs.text_to_image.cpu(),
-                first_stage=first,
-                top_k=int(self.retrieval_cfg["top_k"]),
-                batch_size=int(self.retrieval_cfg["batch_size"]),
-                max_full_pairs=int(self.retrieval_cfg["max_full_pairs"]),
-                shard=(rank, world),
-                reduce=reduce if world > 1 and torch.distributed.is_initialized() else None,
-            )
-            values.update(result.metrics)
-            values["pairs_scored"] = float(result.pairs_scored)
-            if result.first_stage_metrics:
-                values.update({f"first_stage/{k}": v for k, v in result.first_stage_metrics.items()})
-        counts = self._itm_counts.pop(stage, None)
-        if counts is not None:
-            counts = self.all_gather(counts).reshape(-1, 4).sum(0) if self.trainer.world_size > 1 else counts
-            values["itm_acc"] = float(0.5 * (counts[0] / counts[1].clamp_min(1) + counts[2] / counts[3].clamp_min(1)))
-        for metric in (getattr(self, f"{stage}_compositionality"),):
-            if metric.update_count:
-                values.update(metric.compute())
-                metric.reset()
-        vqa: VQAScore = getattr(self, f"{stage}_vqa")
-        if vqa.update_count:
-            values["vqa_score"] = float(vqa.compute())
-            vqa.reset()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False)
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")

@@ -8,23 +8,31 @@ import torch
 from torch import Tensor
 
 
-def sample_negative_partners(image_ids: Tensor, similarity: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-    """For every row ``i`` pick a row ``j`` whose image id differs from row ``i``'s.
+def sample_negative_partners(
+    image_ids: Tensor,
+    similarity: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    column_ids: Optional[Tensor] = None,
+) -> Tensor:
+    """For every row ``i`` pick a column ``j`` whose image id differs from row ``i``'s.
 
     Args:
         image_ids: ``[B]`` image id of each pair (captions of one image share it).
-        similarity: optional ``[B, B]`` scores of row ``i``'s text (or image) against row ``j``'s
+        column_ids: ``[G]`` image ids of the candidates (e.g. the pairs gathered from every DDP
+            rank); None: the rows themselves (``G = B``).
+        similarity: optional ``[B, G]`` scores of row ``i``'s text (or image) against row ``j``'s
             image (or text), e.g. from a first-stage scorer: ``j`` is then drawn with
             probability ``softmax(similarity[i])`` over the valid rows (hard negatives, as ALBEF);
             uniform when None.
         generator: a torch generator for reproducible draws.
 
     Returns:
-        ``[B]`` long row indices; ``-1`` for a row with no valid partner (every row shares its
+        ``[B]`` long column indices; ``-1`` for a row with no valid partner (every row shares its
         image id). A returned partner never has the same image id: it is never a positive.
     """
     b = image_ids.shape[0]
-    valid = image_ids[:, None] != image_ids[None, :]  # [B, B]
+    columns = image_ids if column_ids is None else column_ids
+    valid = image_ids[:, None] != columns[None, :]  # [B, G]
     if similarity is None:
         weights = valid.float()
     else:

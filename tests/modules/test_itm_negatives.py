@@ -30,3 +30,16 @@ def test_no_partner_gives_minus_one():
     assert p.tolist() == [-1, -1, -1]
     p = sample_negative_partners(torch.tensor([4, 4, 4]), torch.randn(3, 3))
     assert p.tolist() == [-1, -1, -1]
+
+
+def test_negatives_from_gathered_columns_are_never_positives():
+    # rows: this rank's pairs; columns: every rank's pairs, with a caption of image 7 on both ranks
+    rows = torch.tensor([7, 8, 9])
+    columns = torch.tensor([7, 8, 9, 7, 10, 11])
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(3, 6, generator=g)
+    sim[0, 3] = 50.0  # the other caption of image 7 looks best: still a positive, never drawn
+    for _ in range(50):
+        picked = sample_negative_partners(rows, sim, generator=g, column_ids=columns)
+        assert (columns[picked] != rows).all()
+        assert picked[0] != 3

@@ -10,7 +10,6 @@ does), and the pooled output is ``tanh(Linear(h[CLS_text]))``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -19,24 +18,8 @@ from torch import Tensor, nn
 
 from mmresearch.modules.encoders.image import TimmImageEncoder
 from mmresearch.modules.encoders.text import HFTextEncoder
+from mmresearch.modules.fusions.outputs import FusionOutput
 from mmresearch.utils.errors import ConfigError
-
-
-@dataclass
-class FusionOutput:
-    """What a fusion encoder returns.
-
-    Attributes:
-        pooled: ``[B, D]`` the pooled joint representation (ITM, VQA heads).
-        text_tokens: ``[B, L, D]`` final hidden states of the text positions (MLM head).
-        image_tokens: ``[B, 1 + P, D]`` final hidden states of the image [CLS] and patches.
-        mask: ``[B, L + 1 + P]`` long attention mask of the joint sequence.
-    """
-
-    pooled: Tensor
-    text_tokens: Tensor
-    image_tokens: Tensor
-    mask: Tensor
 
 
 class SingleStreamEncoder(nn.Module):

@@ -20,6 +20,7 @@ __all__ = [
     "all_gather_no_grad",
     "all_gather_ids",
     "scale_grad",
+    "all_gather_tokens",
 ]
 
 
@@ -83,3 +84,19 @@ def all_gather_ids(ids: Tensor) -> Tensor:
     parts = [torch.empty_like(ids) for _ in range(world)]
     dist.all_gather(parts, ids.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def all_gather_tokens(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Concatenate token features ``[N, L_r, D]`` and masks ``[N, L_r]`` of every rank into
+    ``[G, L, D]`` and ``[G, L]``, with gradients to the features. Ranks may hold different text
+    lengths ``L_r`` (batches padded to their longest text): all are right-padded to the longest,
+    ``L``, with zero features and mask 0. Identity on one process."""
+    _, world = world_info()
+    if world == 1:
+        return tokens, mask
+    lengths = all_gather_ids(torch.tensor([tokens.shape[1]], device=tokens.device))
+    pad = int(lengths.max()) - tokens.shape[1]
+    if pad:
+        tokens = torch.nn.functional.pad(tokens, (0, 0, 0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad))
+    return all_gather_with_grad(tokens.contiguous()), all_gather_ids(mask)
