@@ -184,9 +184,10 @@ class ALBEF(FusedVisionLanguageModule):
             self.momentum = MomentumCopy(self._momentum_sources(), momentum=momentum)
         if self.weights["itc"] > 0 and queue_size:
             self.queue = FeatureQueue(int(queue_size), int(embed_dim))
-        # identical on every rank by construction: not broadcast by DDP every step
+        # identical on every rank by construction (the momentum weights follow DDP-synchronised
+        # weights; every rank enqueues the same rows): DDP neither reduces nor broadcasts them.
+        # The momentum model's buffers (BatchNorm statistics) are broadcast like the online ones.
         self._ddp_params_and_buffers_to_ignore = [f"momentum.{n}" for n, _ in self.momentum.named_parameters()] if self.momentum else []
-        self._ddp_params_and_buffers_to_ignore += [f"momentum.{n}" for n, _ in self.momentum.named_buffers()] if self.momentum else []
         self._ddp_params_and_buffers_to_ignore += [f"queue.{n}" for n, _ in self.queue.named_buffers()] if self.queue else []
 
         self.configure_pair_stores(int(getattr(hc, "max_position_embeddings", 512)), tokenizer)

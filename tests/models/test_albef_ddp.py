@@ -61,7 +61,9 @@ def _rank_results(rank: int) -> dict:
         model.momentum.update(model._momentum_sources())
     return {
         "queue": {k: v.clone() for k, v in model.queue.state_dict().items()},
-        "momentum": {k: v.clone() for k, v in model.momentum.state_dict().items()},
+        # parameters: BatchNorm running statistics differ per rank after a step, online and
+        # momentum alike, until DDP broadcasts rank 0's at the next forward
+        "momentum": {k: v.detach().clone() for k, v in model.momentum.named_parameters()},
         "online": model.text_proj.proj[-1].weight.detach().clone(),
         "seen": seen,
         "drawn": drawn,
