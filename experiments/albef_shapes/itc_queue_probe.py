@@ -58,7 +58,7 @@ def run(momentum: float, queue: int, alpha: float, steps: int) -> dict:
         model.temperature.clamp_()
         if model.momentum is not None:
             model.momentum.update(model._momentum_sources())
-        losses.append(float(terms["itc"]))
+        losses.append(float(terms["itc"].detach()))
     model.eval()
     images, texts, owners = [], [], []
     with torch.no_grad():
