@@ -176,6 +176,8 @@ class ALBEF(FusedVisionLanguageModule):
                 module.requires_grad_(False)
         if self.weights["itm"] <= 0:
             self.itm_head.requires_grad_(False)
+        if not any(self.weights[k] > 0 for k in ("itm", "mlm", "vqa")):
+            self.fusion.requires_grad_(False)  # ITC alone
 
         # -- momentum model and queue -----------------------------------------------------------
         self.itc_loss = QueueContrastiveLoss()
@@ -184,16 +186,23 @@ class ALBEF(FusedVisionLanguageModule):
             self.momentum = MomentumCopy(self._momentum_sources(), momentum=momentum)
         if self.weights["itc"] > 0 and queue_size:
             self.queue = FeatureQueue(int(queue_size), int(embed_dim))
-        # identical on every rank by construction (the momentum weights follow DDP-synchronised
-        # weights; every rank enqueues the same rows): DDP neither reduces nor broadcasts them.
-        # The momentum model's buffers (BatchNorm statistics) are broadcast like the online ones.
-        self._ddp_params_and_buffers_to_ignore = [f"momentum.{n}" for n, _ in self.momentum.named_parameters()] if self.momentum else []
-        self._ddp_params_and_buffers_to_ignore += [f"queue.{n}" for n, _ in self.queue.named_buffers()] if self.queue else []
+        # identical on every rank by construction (every rank enqueues the same gathered rows):
+        # DDP does not broadcast the queue at every forward. The momentum weights get no
+        # gradient (never reduced) and are broadcast once when DDP wraps the model.
+        self._ddp_params_and_buffers_to_ignore = [f"queue.{n}" for n, _ in self.queue.named_buffers()] if self.queue else []
 
         self.configure_pair_stores(int(getattr(hc, "max_position_embeddings", 512)), tokenizer)
         self.trains_itm = self.weights["itm"] > 0
         if init_from:
-            self.load_matching_weights(init_from)
+            # the queue holds another run's features and image ids (false positives here)
+            loaded = self.load_matching_weights(init_from, skip=("queue.",))
+            if self.momentum is not None and not any(k.startswith("momentum.") for k in loaded):
+                self.momentum = MomentumCopy(self._momentum_sources(), momentum=momentum)  # start from the loaded weights
+
+    @property
+    def has_embeddings(self) -> bool:
+        """The ITC projections are trained (retrieval first stage, zero-shot, probes)."""
+        return self.weights["itc"] > 0
 
     def _momentum_sources(self) -> Dict[str, nn.Module]:
         """The online modules the momentum model follows."""
@@ -213,9 +222,8 @@ class ALBEF(FusedVisionLanguageModule):
         """Fusion of encoded texts with image tokens: :class:`FusionOutput`."""
         return self.fusion(text.tokens, text.mask, image_tokens, prepared=prepared)
 
-    def itm_logits(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        image = self.image_encoder(images)
-        return self.itm_head(self.fuse(self.text_encoder(input_ids, attention_mask), image.tokens).pooled)
+    def fused_pooled(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.fuse(self.text_encoder(input_ids, attention_mask), self.image_encoder(images).tokens).pooled
 
     def vqa_logits(self, batch: ImageTextBatch) -> tuple[Tensor, Tensor]:
         b, q, length = batch.question_input_ids.shape
@@ -236,7 +244,7 @@ class ALBEF(FusedVisionLanguageModule):
         def score(image_rows: Tensor, text_rows: Tensor) -> Tensor:
             image_rows, text_rows = image_rows.to(self.device), text_rows.to(self.device)
             out = self.fusion(texts[text_rows], mask[text_rows], images[image_rows], prepared=True)
-            return ITMHead.match_score(self.itm_head(out.pooled))
+            return self.itm_head.score(out.pooled)
 
         return score
 
@@ -309,8 +317,8 @@ class ALBEF(FusedVisionLanguageModule):
         chosen = masked.labels != -100
         target = masked.labels[chosen]
         out = self.fuse(self.text_encoder(masked.input_ids, batch.attention_mask), image.tokens)
-        if target.numel() == 0:
-            zero = out.text_tokens.sum() * 0.0
+        if target.numel() == 0:  # nothing masked on this rank: a zero loss that still reaches the head (DDP)
+            zero = self.mlm_head(out.text_tokens[:, 0]).sum() * 0.0
             return {"mlm": zero, "mlm_acc": zero.detach()}
         logits = self.mlm_head(out.text_tokens[chosen])  # [M, V]
         logits_m = None

@@ -22,9 +22,9 @@ from mmresearch.data.batch import ImageTextBatch
 from mmresearch.evaluation.compositionality import _caption_rows, wins_from_scores
 from mmresearch.evaluation.fused_retrieval import PairScorer, fused_retrieval
 from mmresearch.evaluation.pair_store import EvalPairs, PairStore
+from mmresearch.evaluation.retrieval import retrieval_metrics_from_scores
 from mmresearch.evaluation.vqa import VQAScore
 from mmresearch.models.base import VisionLanguageModule
-from mmresearch.modules.fusion_heads import ITMHead
 from mmresearch.modules.itm_negatives import sample_negative_partners
 from mmresearch.modules.masking import MLMMasker
 from mmresearch.utils.errors import ConfigError
@@ -68,7 +68,8 @@ def mlm_masker(tokenizer: Any, options: Mapping[str, Any]) -> MLMMasker:
 class FusedVisionLanguageModule(VisionLanguageModule):
     """Base of models with a fusion encoder and an ITM head.
 
-    Subclasses implement :meth:`itm_logits` and, with a VQA head, :meth:`vqa_logits`; they may
+    Subclasses set ``itm_head`` and implement :meth:`fused_pooled` and, with a VQA head,
+    :meth:`vqa_logits`; they may
     override :meth:`pair_scorer` to reuse unimodal features across the candidate pairs.
 
     Args:
@@ -105,9 +106,13 @@ class FusedVisionLanguageModule(VisionLanguageModule):
             store.max_length, store.pad_token_id = int(max_text_length), int(pad_id)
 
     # -- to implement ---------------------------------------------------------------------------
+    def fused_pooled(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """``[B, 3, H, W], [B, L], [B, L] -> [B, D]`` the joint representation of the pairs."""
+        raise NotImplementedError
+
     def itm_logits(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """``[B, 3, H, W], [B, L], [B, L] -> [B, 2]`` matching logits (column 1 = matched)."""
-        raise NotImplementedError
+        return self.itm_head(self.fused_pooled(images, input_ids, attention_mask))
 
     def vqa_logits(self, batch: ImageTextBatch) -> tuple[Tensor, Tensor]:
         """``(logits [B * Q, A], soft targets [B * Q, A])`` for the batch's questions."""
@@ -120,17 +125,18 @@ class FusedVisionLanguageModule(VisionLanguageModule):
             image_rows, text_rows = image_rows.to(self.device), text_rows.to(self.device)
             ids, mask = pairs.input_ids[text_rows], pairs.attention_mask[text_rows]
             width = max(int(mask.sum(1).max()), 1)
-            return ITMHead.match_score(self.itm_logits(pairs.images[image_rows], ids[:, :width], mask[:, :width]))
+            return self.itm_head.score(self.fused_pooled(pairs.images[image_rows], ids[:, :width], mask[:, :width]))
 
         return score
 
     # -- initialisation from another run ---------------------------------------------------------
-    def load_matching_weights(self, path: str) -> None:
+    def load_matching_weights(self, path: str, skip: tuple = ()) -> Dict[str, Tensor]:
         """Initialise from a checkpoint (file or run directory): every tensor whose name and shape
-        match is loaded, the rest (new heads) keep their initialisation (``model.init_from``)."""
+        match is loaded, the rest (new heads) keep their initialisation (``model.init_from``).
+        Names starting with a prefix in ``skip`` are not loaded. Returns what was loaded."""
         from mmresearch.utils.checkpoint import load_checkpoint
 
-        state = load_checkpoint(path)["state_dict"]
+        state = {k: v for k, v in load_checkpoint(path)["state_dict"].items() if not k.startswith(skip)}
         own = self.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:
@@ -138,6 +144,7 @@ class FusedVisionLanguageModule(VisionLanguageModule):
         result = self.load_state_dict(usable, strict=False)
         skipped = sorted(set(state) - set(usable))
         log.info("model.init_from=%s: %d tensors loaded; new (kept initialised): %s; skipped: %s", path, len(usable), result.missing_keys[:10], skipped[:10])
+        return usable
 
     # -- evaluation --------------------------------------------------------------------------------
     def _eval_step(self, batch: ImageTextBatch, stage: str) -> None:
@@ -151,14 +158,14 @@ class FusedVisionLanguageModule(VisionLanguageModule):
         if not self.trains_itm:
             return  # the ITM head is not trained in this run (e.g. VQA fine-tuning): no ITM metrics
         rows = _caption_rows(batch.image_ids, batch.text_image_ids)
-        pos = ITMHead.match_score(self.itm_logits(batch.images[rows], batch.input_ids, batch.attention_mask))  # [T]
+        pos = self.itm_head.score(self.fused_pooled(batch.images[rows], batch.input_ids, batch.attention_mask))  # [T]
         partner = sample_negative_partners(batch.text_image_ids)  # a caption of another image per caption
         has = partner >= 0
-        neg = ITMHead.match_score(self.itm_logits(batch.images[rows[has]], batch.input_ids[partner[has]], batch.attention_mask[partner[has]]))
+        neg = self.itm_head.score(self.fused_pooled(batch.images[rows[has]], batch.input_ids[partner[has]], batch.attention_mask[partner[has]]))
         counts = self._itm_counts.setdefault(stage, torch.zeros(4, device=self.device))
         counts += torch.stack([(pos > 0).sum(), torch.tensor(pos.numel(), device=self.device), (neg <= 0).sum(), torch.tensor(neg.numel(), device=self.device)]).float()
         if batch.neg_input_ids is not None and batch.neg_kinds is not None:
-            hard = ITMHead.match_score(self.itm_logits(batch.images, batch.neg_input_ids, batch.neg_attention_mask))
+            hard = self.itm_head.score(self.fused_pooled(batch.images, batch.neg_input_ids, batch.neg_attention_mask))
             getattr(self, f"{stage}_compositionality").update(batch.image_ids, wins_from_scores(pos, rows, hard), batch.neg_kinds)
 
     def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
@@ -184,9 +191,36 @@ class FusedVisionLanguageModule(VisionLanguageModule):
                 self._first_stage.append(model.to(self.device).eval())
             embed_images, embed_texts = self._first_stage[0].embed_images, self._first_stage[0].embed_texts
         n = self.retrieval_cfg["batch_size"]
+        width = max(int(pairs.attention_mask.sum(1).max()), 1)  # the store pads to the model's positions
+        ids, mask = pairs.input_ids[:, :width], pairs.attention_mask[:, :width]
         img = torch.cat([embed_images(pairs.images[i : i + n]).float() for i in range(0, pairs.images.shape[0], n)])
-        txt = torch.cat([embed_texts(pairs.input_ids[i : i + n], pairs.attention_mask[i : i + n]).float() for i in range(0, pairs.input_ids.shape[0], n)])
+        txt = torch.cat([embed_texts(ids[i : i + n], mask[i : i + n]).float() for i in range(0, ids.shape[0], n)])
         return (txt @ img.T).cpu()
+
+    def _fused_retrieval(self, pairs: EvalPairs, first: Optional[Tensor]) -> Dict[str, float]:
+        """First stage + ITM rerank over the collected split, sharded over the DDP ranks."""
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+
+        def reduce(t: Tensor) -> Tensor:
+            t = t.to(self.device)
+            torch.distributed.all_reduce(t)
+            return t.cpu()
+
+        result = fused_retrieval(
+            self.pair_scorer(pairs),
+            num_images=pairs.images.shape[0],
+            text_to_image=pairs.text_to_image.cpu(),
+            first_stage=first,
+            top_k=int(self.retrieval_cfg["top_k"]),
+            batch_size=int(self.retrieval_cfg["batch_size"]),
+            max_full_pairs=int(self.retrieval_cfg["max_full_pairs"]),
+            shard=(rank, world),
+            reduce=reduce if world > 1 and torch.distributed.is_initialized() else None,
+        )
+        values = dict(result.metrics, pairs_scored=float(result.pairs_scored))
+        if result.first_stage_metrics:
+            values.update({f"first_stage/{k}": v for k, v in result.first_stage_metrics.items()})
+        return values
 
     def _epoch_end(self, stage: str) -> None:
         values: Dict[str, float] = {}
@@ -195,28 +229,11 @@ class FusedVisionLanguageModule(VisionLanguageModule):
             pairs = pairs_metric.compute()
             pairs_metric.reset()
             first = self._first_stage_scores(pairs)
-            world, rank = self.trainer.world_size, self.trainer.global_rank
-
-            def reduce(t: Tensor) -> Tensor:
-                t = t.to(self.device)
-                torch.distributed.all_reduce(t)
-                return t.cpu()
-
-            result = fused_retrieval(
-                self.pair_scorer(pairs),
-                num_images=pairs.images.shape[0],
-                text_to_image=pairs.text_to_image.cpu(),
-                first_stage=first,
-                top_k=int(self.retrieval_cfg["top_k"]),
-                batch_size=int(self.retrieval_cfg["batch_size"]),
-                max_full_pairs=int(self.retrieval_cfg["max_full_pairs"]),
-                shard=(rank, world),
-                reduce=reduce if world > 1 and torch.distributed.is_initialized() else None,
-            )
-            values.update(result.metrics)
-            values["pairs_scored"] = float(result.pairs_scored)
-            if result.first_stage_metrics:
-                values.update({f"first_stage/{k}": v for k, v in result.first_stage_metrics.items()})
+            if first is not None and not self.trains_itm:
+                # an untrained ITM head would rerank at random: the first stage alone is the result
+                values.update(retrieval_metrics_from_scores(first, first.T, pairs.text_to_image.cpu()))
+            else:
+                values.update(self._fused_retrieval(pairs, first))
         counts = self._itm_counts.pop(stage, None)
         if counts is not None:
             counts = self.all_gather(counts).reshape(-1, 4).sum(0) if self.trainer.world_size > 1 else counts

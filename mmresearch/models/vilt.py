@@ -143,9 +143,8 @@ class ViLT(FusedVisionLanguageModule):
         return self.text_proj(self.encoder.encode_text_only(input_ids, attention_mask))
 
     # -- objectives ---------------------------------------------------------------------------
-    def itm_logits(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """``[B, 3, H, W], [B, L], [B, L] -> [B, 2]`` matching logits of the pairs."""
-        return self.itm_head(self.encoder(images, input_ids, attention_mask).pooled)
+    def fused_pooled(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.encoder(images, input_ids, attention_mask).pooled
 
     def _itm_loss(self, batch: ImageTextBatch, similarity: Optional[Tensor]) -> Dict[str, Tensor]:
         b = batch.num_images

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor, nn
 
 
@@ -17,6 +18,12 @@ class ITMHead(nn.Module):
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.fc(pooled)
+
+    def score(self, pooled: Tensor) -> Tensor:
+        """``[B, D] -> [B]`` match scores computed in float32 outside autocast: ranking many
+        candidates needs more than bf16's ~3 significant digits (ties count against a query)."""
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self.match_score(self.fc(pooled.float()))
 
     @staticmethod
     def match_score(logits: Tensor) -> Tensor:

@@ -124,6 +124,7 @@ def test_cached_pair_scorer_equals_scoring_each_pair_from_scratch(compose_cfg):
     with torch.no_grad():
         got = model.pair_scorer(pairs)(image_rows, text_rows)
         want = ITMHead.match_score(model.itm_logits(pairs.images[image_rows], pairs.input_ids[text_rows], pairs.attention_mask[text_rows]))
+        assert got.dtype == torch.float32
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -136,13 +137,32 @@ def test_vqa_fine_tuning_builds_no_momentum_model(compose_cfg):
     assert set(terms) == {"vqa", "loss"} and torch.isfinite(terms["loss"])
 
 
-def test_ddp_ignores_only_the_momentum_model_and_queue(compose_cfg):
+def test_ddp_skips_only_the_queue_buffers(compose_cfg):
     model, _, _ = _model_and_batch(compose_cfg)
-    ignored = set(model._ddp_params_and_buffers_to_ignore)
-    names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
-    assert ignored and ignored <= names
-    assert all(name.startswith(("momentum.", "queue.")) for name in ignored)
-    assert {"queue.image_feats", "queue.ids", "queue.ptr"} <= ignored
+    assert set(model._ddp_params_and_buffers_to_ignore) == {f"queue.{n}" for n, _ in model.queue.named_buffers()}
+
+
+def test_itc_alone_freezes_the_fusion_and_no_itc_means_no_embeddings(compose_cfg):
+    model, _, _ = _model_and_batch(compose_cfg, ["model.objectives.itm=0", "model.objectives.mlm=0"])
+    assert not any(p.requires_grad for p in model.fusion.parameters()) and not any(p.requires_grad for p in model.itm_head.parameters())
+    assert model.has_embeddings
+    model, _, _ = _model_and_batch(compose_cfg, ["model.objectives.itc=0", "model.itm.negatives=random"])
+    assert not model.has_embeddings and model.momentum is not None  # MLM distillation keeps a momentum model
+
+
+def test_init_from_skips_the_queue_and_restarts_the_momentum_model_from_the_loaded_weights(compose_cfg, tmp_path):
+    source, batch, _ = _model_and_batch(compose_cfg)
+    source.train()
+    source(batch)  # fills the queue
+    with torch.no_grad():
+        for p in source.text_proj.parameters():
+            p.add_(1.0)
+    without_momentum = {k: v for k, v in source.state_dict().items() if not k.startswith("momentum.")}
+    torch.save({"state_dict": without_momentum}, tmp_path / "online.ckpt")
+    model, _, _ = _model_and_batch(compose_cfg, [f"model.init_from={tmp_path / 'online.ckpt'}"])
+    assert int(model.queue.filled) == 0
+    torch.testing.assert_close(model.text_proj.proj[-1].weight, source.text_proj.proj[-1].weight)
+    torch.testing.assert_close(model.momentum["text_proj"].proj[-1].weight, source.text_proj.proj[-1].weight)
 
 
 def test_config_errors_name_the_key(compose_cfg):
