@@ -43,7 +43,7 @@ from mmresearch.modules.fusions import cross_attention
 from mmresearch.modules.fusions.cross_attention import CrossAttentionFusion, load_bert_layer
 from mmresearch.modules.heads import ProjectionHead
 from mmresearch.modules.itm_negatives import sample_negative_partners
-from mmresearch.modules.losses.distributed import all_gather_ids, all_gather_no_grad, all_gather_tokens, world_info
+from mmresearch.modules.losses.distributed import all_gather_ids, all_gather_no_grad, all_gather_tokens
 from mmresearch.modules.losses.momentum_distillation import QueueContrastiveLoss, mlm_distillation_loss
 from mmresearch.modules.momentum import MomentumCopy
 from mmresearch.modules.queues import FeatureQueue
@@ -266,10 +266,8 @@ class ALBEF(FusedVisionLanguageModule):
         with torch.no_grad():
             image_feat_m = self.momentum["image_proj"](momentum_image.pooled)
             text_feat_m = self.momentum["text_proj"](self.momentum["text_encoder"](batch.input_ids, batch.attention_mask).pooled)
-            _, world = world_info()
-            ids_all = all_gather_ids(batch.image_ids) if world > 1 else batch.image_ids
-            image_all = all_gather_no_grad(image_feat_m) if world > 1 else image_feat_m
-            text_all = all_gather_no_grad(text_feat_m) if world > 1 else text_feat_m
+            ids_all = all_gather_ids(batch.image_ids)  # the whole batch of every rank (identity on one process)
+            image_all, text_all = all_gather_no_grad(image_feat_m), all_gather_no_grad(text_feat_m)
             image_cols, text_cols, column_ids = image_all, text_all, ids_all
             if self.queue is not None:
                 queued_images, queued_texts, queued_ids = self.queue.contents()
@@ -284,14 +282,12 @@ class ALBEF(FusedVisionLanguageModule):
     def _itm(self, batch: ImageTextBatch, image: EncoderOutput, text: EncoderOutput, image_feat: Tensor, text_feat: Tensor) -> Dict[str, Tensor]:
         b = batch.num_images
         image_tokens = self.fusion.prepare_image(image.tokens)  # [B, N, D]
-        _, world = world_info()
         with torch.no_grad():
-            ids_all = all_gather_ids(batch.image_ids) if world > 1 else batch.image_ids
+            ids_all = all_gather_ids(batch.image_ids)
             sim_i2t = sim_t2i = None
             if self.itm_cfg["negatives"] == "hard":
                 scale = self.temperature().detach()
-                text_all = all_gather_no_grad(text_feat.detach()) if world > 1 else text_feat.detach()
-                image_all = all_gather_no_grad(image_feat.detach()) if world > 1 else image_feat.detach()
+                text_all, image_all = all_gather_no_grad(text_feat.detach()), all_gather_no_grad(image_feat.detach())
                 sim_i2t, sim_t2i = scale * image_feat.detach() @ text_all.T, scale * text_feat.detach() @ image_all.T  # [B, G]
             text_for_image = sample_negative_partners(batch.image_ids, sim_i2t, column_ids=ids_all)  # a negative text per image
             image_for_text = sample_negative_partners(batch.image_ids, sim_t2i, column_ids=ids_all)  # a negative image per text

@@ -72,6 +72,8 @@ def all_gather_no_grad(x: Tensor, local_grad_scale: float = 1.0) -> Tensor:
     :class:`~mmresearch.modules.losses.base.ContrastiveLoss` for why the global loss uses ``W``).
     """
     rank, world = world_info()
+    if world == 1:
+        return scale_grad(x, local_grad_scale)
     parts = [torch.empty_like(x) for _ in range(world)]
     dist.all_gather(parts, x.detach().contiguous())
     parts[rank] = scale_grad(x, local_grad_scale)
@@ -79,8 +81,10 @@ def all_gather_no_grad(x: Tensor, local_grad_scale: float = 1.0) -> Tensor:
 
 
 def all_gather_ids(ids: Tensor) -> Tensor:
-    """Concatenate integer ids ``[N]`` of every rank into ``[G]`` (no gradient)."""
+    """Concatenate integer ids ``[N]`` of every rank into ``[G]`` (no gradient); identity on one process."""
     _, world = world_info()
+    if world == 1:
+        return ids
     parts = [torch.empty_like(ids) for _ in range(world)]
     dist.all_gather(parts, ids.contiguous())
     return torch.cat(parts, dim=0)
