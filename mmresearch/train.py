@@ -22,9 +22,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mmresearch.callbacks.preemption import PreemptionCheckpoint
 from mmresearch.models.builder import build_model
 from mmresearch.utils.checkpoint import config_container
 from mmresearch.utils.instantiate import build, build_dict
+from mmresearch.utils.launch import cluster_plugins, install_hydra_ddp_fix
 from mmresearch.utils.results import format_table, write_results
 
 log = logging.getLogger("mmresearch.train")
@@ -54,9 +56,15 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     datamodule = build(cfg, "data", tokenizer=tokenizer)
     model = build_model(cfg, tokenizer, datamodule)
     model.run_config = config_container(cfg)
-    trainer: L.Trainer = build(cfg, "trainer", callbacks=build_dict(cfg, "callbacks"), logger=build_dict(cfg, "logger") or False)
+    callbacks = build_dict(cfg, "callbacks")
+    trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=build_dict(cfg, "logger") or False, plugins=cluster_plugins())
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    preemption = next((c for c in callbacks if isinstance(c, PreemptionCheckpoint)), None)
+    if preemption is not None and preemption.preempted:
+        # the job is requeued (or the user resumes by hand) from the checkpoint just written
+        preemption.requeue(trainer.is_global_zero)
+        return {"preempted_at_step": float(trainer.global_step)}
     metrics: Dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if cfg.get("test", True):
         ckpt: Optional[str] = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
@@ -75,6 +83,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
 def main(cfg: DictConfig) -> Optional[float]:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers when set."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    install_hydra_ddp_fix()
     metrics = train(cfg)
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None

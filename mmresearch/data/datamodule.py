@@ -14,7 +14,10 @@ from typing import Iterator, Optional, Sequence
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Sampler, Subset
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from mmresearch.data.collate import PADDING_MODES, EvalCollate, TrainCollate, _per_channel
 from mmresearch.data.shapes.dataset import CaptionPairDataset, ShapesDataset
@@ -28,30 +31,49 @@ CAPTION_SAMPLING = ("random", "all")
 SPLITS = ("train", "val", "test")
 
 
-class CaptionPairSampler(Sampler[int]):
-    """Indices into a :class:`CaptionPairDataset` (``image * C + caption``), reshuffled every epoch.
+class CaptionPairSampler(DistributedSampler):
+    """Indices into a :class:`CaptionPairDataset` (``image * C + caption``), reshuffled every epoch,
+    sharded across DDP ranks, and resumable mid-epoch.
 
     ``mode="random"``: every image once per epoch, in random order, with one of its ``C`` captions
     drawn at random; ``mode="all"``: every (image, caption) pair once per epoch. The order depends
     only on ``seed`` and the epoch. Lightning calls :meth:`set_epoch` before each epoch; without it
     the sampler counts its own epochs (0, 1, 2, ... one per ``iter``).
+
+    Under DDP rank ``r`` of ``W`` takes items ``r, r + W, ...`` of the epoch's order, all ranks the
+    same count (the last ``len % W`` items are dropped). It subclasses ``DistributedSampler`` so
+    that Lightning does not wrap it in one (a wrapper would hide :meth:`set_epoch` and the state
+    from it). :meth:`state_dict` / :meth:`load_state_dict` hold the epoch and how many indices were
+    handed out, which ``StatefulDataLoader`` stores in checkpoints: a resumed run continues the same
+    epoch's order where it stopped.
     """
 
-    def __init__(self, num_images: int, captions_per_image: int, mode: str = "random", seed: int = 0) -> None:
+    def __init__(self, num_images: int, captions_per_image: int, mode: str = "random", seed: int = 0,
+                 num_replicas: Optional[int] = None, rank: Optional[int] = None) -> None:
+        # DistributedSampler.__init__ is not called: it wants a dataset and shuffles its own way.
         if mode not in CAPTION_SAMPLING:
             raise ValueError(f"data.caption_sampling must be one of {list(CAPTION_SAMPLING)}, got {mode!r}")
+        distributed = dist.is_available() and dist.is_initialized()
+        self.num_replicas = int(num_replicas if num_replicas is not None else (dist.get_world_size() if distributed else 1))
+        self.rank = int(rank if rank is not None else (dist.get_rank() if distributed else 0))
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
         self.num_images = num_images
         self.captions_per_image = captions_per_image
         self.mode = mode
         self.seed = seed
         self.epoch = 0
         self._epoch_set = False
+        self._iter_epoch = 0  # epoch of the iteration in progress
+        self._yielded = 0     # indices of that iteration handed out so far
+        self._skip = 0        # indices to skip at the next iteration (after load_state_dict)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self._epoch_set = True
 
     def indices(self, epoch: int) -> np.ndarray:
+        """The whole epoch's order (all ranks)."""
         rng = np.random.default_rng([self.seed, zlib.crc32(b"caption-pairs"), epoch])
         c = self.captions_per_image
         if self.mode == "all":
@@ -65,10 +87,28 @@ class CaptionPairSampler(Sampler[int]):
         if not self._epoch_set:
             self.epoch += 1
         self._epoch_set = False
-        return iter(self.indices(epoch).tolist())
+        per_rank = len(self)
+        mine = self.indices(epoch)[self.rank : per_rank * self.num_replicas : self.num_replicas].tolist()
+        skip, self._skip = self._skip, 0
+        self._iter_epoch, self._yielded = epoch, skip
+        return self._iterate(mine[skip:])
+
+    def _iterate(self, items: list) -> Iterator[int]:
+        for i in items:
+            self._yielded += 1
+            yield i
 
     def __len__(self) -> int:
-        return self.num_images * (self.captions_per_image if self.mode == "all" else 1)
+        total = self.num_images * (self.captions_per_image if self.mode == "all" else 1)
+        return total // self.num_replicas
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._iter_epoch, "yielded": self._yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue epoch ``state["epoch"]`` after its first ``state["yielded"]`` indices."""
+        self.set_epoch(state["epoch"])
+        self._skip = int(state["yielded"])
 
 
 def _int_option(name: str, value, minimum: int, allowed: str = "") -> int:
@@ -334,7 +374,10 @@ class ShapesDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
+        """Resumable mid-epoch: Lightning keeps this loader's position in checkpoints, and a run
+        resumed from one continues with the next batch of the same epoch. Its own generator
+        seeds the workers, so building it leaves the global RNG streams alone."""
         ds = self.train_dataset
         sampler = CaptionPairSampler(len(ds), self.captions_per_image, self.caption_sampling, self.seed)
         if len(sampler) < self.batch_size:
@@ -350,12 +393,13 @@ class ShapesDataModule(L.LightningDataModule):
             with_questions=self.train_questions and self.questions_per_image > 0,
             **self._collate_kwargs(),
         )
-        return DataLoader(
+        return StatefulDataLoader(
             CaptionPairDataset(ds),
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=True,
             collate_fn=collate,
+            generator=torch.Generator().manual_seed(self.seed),
             **self._loader_kwargs(),
         )
 

@@ -145,7 +145,29 @@ class VisionLanguageModule(L.LightningModule):
         optimizer = self.optimizer_factory(split_weight_decay(self, weight_decay))
         if self.scheduler_factory is None:
             return optimizer
-        total = self.trainer.estimated_stepping_batches
+        total = total_training_steps(self.trainer)
         total = int(total) if math.isfinite(total) else 10_000
         scheduler = self.scheduler_factory(optimizer, total_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
+
+
+def total_training_steps(trainer) -> float:
+    """Optimizer steps of the whole run, as ``trainer.estimated_stepping_batches`` computes them,
+    but from a separate ``datamodule.train_dataloader()`` when there is a data module.
+
+    ``estimated_stepping_batches`` builds and starts the fit loop's training iterator; called from
+    ``configure_optimizers`` that happens before a checkpoint's loop state is restored, so a
+    resumed run would never receive the training loader's saved position (its mid-epoch resume
+    would restart the epoch's data from the beginning).
+    """
+    datamodule = getattr(trainer, "datamodule", None)
+    if datamodule is None or trainer.max_epochs in (None, -1):
+        return trainer.estimated_stepping_batches
+    batches = len(datamodule.train_dataloader())
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif limit is not None:
+        batches = int(batches * float(limit))
+    steps = math.ceil(batches / trainer.accumulate_grad_batches) * max(trainer.max_epochs, 1)
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps

@@ -124,6 +124,41 @@ def test_caption_sampling_is_deterministic_per_epoch():
         CaptionPairSampler(10, 5, "some")
 
 
+def test_caption_sampler_shards_across_ranks_without_overlap():
+    whole = CaptionPairSampler(101, 5, "all", seed=1).indices(0)
+    shards = [CaptionPairSampler(101, 5, "all", seed=1, num_replicas=2, rank=r) for r in range(2)]
+    for s in shards:
+        s.set_epoch(0)
+    got = [list(s) for s in shards]
+    assert len(got[0]) == len(got[1]) == len(shards[0]) == 505 // 2
+    assert not set(got[0]) & set(got[1])
+    assert sorted(got[0] + got[1]) == sorted(whole[: 2 * 252].tolist())
+    with pytest.raises(ValueError, match="rank 2"):
+        CaptionPairSampler(10, 5, num_replicas=2, rank=2)
+
+
+def test_caption_sampler_resumes_mid_epoch_through_a_stateful_loader():
+    """What a checkpoint keeps: the epoch and the position in it, so a new loader continues with
+    the next batch even when it is iterated before Lightning calls set_epoch."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    def loader():
+        sampler = CaptionPairSampler(64, 5, "random", seed=2)
+        return sampler, StatefulDataLoader(list(range(320)), batch_size=8, sampler=sampler, drop_last=True)
+
+    sampler, dl = loader()
+    sampler.set_epoch(3)
+    it = iter(dl)
+    seen = [next(it).tolist() for _ in range(3)]
+    state = dl.state_dict()
+    rest = [b.tolist() for b in it]
+    sampler2, dl2 = loader()
+    dl2.load_state_dict(state)
+    resumed = [b.tolist() for b in dl2]
+    assert resumed == rest and len(seen) + len(rest) == 8
+    assert sampler.state_dict() == {"epoch": 3, "yielded": 64}
+
+
 def test_caption_sampling_all_and_extras(tokenizer):
     module = ShapesDataModule(
         tokenizer=tokenizer, caption_sampling="all", train_negatives=True, train_questions=True, padding="longest", **SMALL
