@@ -26,6 +26,7 @@ from mmresearch.callbacks.preemption import PreemptionCheckpoint
 from mmresearch.models.builder import build_model
 from mmresearch.utils.checkpoint import config_container
 from mmresearch.utils.instantiate import build, build_dict
+from mmresearch.utils import resolvers  # noqa: F401  (registers ${mmr.*} before Hydra composes)
 from mmresearch.utils.launch import cluster_plugins, install_hydra_ddp_fix
 from mmresearch.utils.results import format_table, write_results
 
@@ -37,6 +38,15 @@ def _output_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.output_dir)
+
+
+def hydra_record() -> Optional[Dict[str, Any]]:
+    """This job's command-line overrides and config-group choices (what ``mmr-ablate`` groups by)."""
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return {"overrides": list(hc.overrides.task), "choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")},
+            "job_num": hc.job.get("num"), "mode": str(hc.mode)}
 
 
 def setup_run(cfg: DictConfig) -> Path:
@@ -57,9 +67,13 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     model = build_model(cfg, tokenizer, datamodule)
     model.run_config = config_container(cfg)
     callbacks = build_dict(cfg, "callbacks")
-    trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=build_dict(cfg, "logger") or False, plugins=cluster_plugins())
+    loggers = build_dict(cfg, "logger")
+    trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False, plugins=cluster_plugins())
+    for logger in loggers:  # the whole run config (W&B config panel, CSV hparams.yaml)
+        logger.log_hyperparams(model.run_config)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    resumed_from = trainer.ckpt_path
     preemption = next((c for c in callbacks if isinstance(c, PreemptionCheckpoint)), None)
     if preemption is not None and preemption.preempted:
         # the job is requeued (or the user resumes by hand) from the checkpoint just written
@@ -73,10 +87,21 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     metrics = {k: float(v) for k, v in metrics.items()}
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
-        path = write_results(out_dir, metrics, cfg, time.time() - started, extra={"best_checkpoint": best or None})
+        extra = {"best_checkpoint": best or None, "resumed_from": resumed_from, "hydra": hydra_record()}
+        path = write_results(out_dir, metrics, cfg, time.time() - started, extra=extra)
         shown = {k: v for k, v in metrics.items() if k.startswith("test/")} or metrics
         print(format_table(shown, title=f"{'test' if cfg.get('test', True) else 'val'} metrics ({path})"))
+    finish_wandb(loggers)
     return metrics
+
+
+def finish_wandb(loggers) -> None:
+    """End this job's W&B run, so the next point of a sweep in this process starts its own
+    (WandbLogger otherwise reuses the run still in progress)."""
+    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        import wandb
+
+        wandb.finish()
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
