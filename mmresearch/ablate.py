@@ -32,7 +32,8 @@ import yaml
 from mmresearch.utils.results import RESULTS_FILE
 
 DEFAULT_METRICS = ("test/t2i_R@1", "test/i2t_R@1", "test/rsum")
-IGNORED_PREFIXES = ("hydra.", "trainer.enable_", "num_threads", "paths.")
+# keys that do not make a setting: where and how a run was logged, resumed or tested
+IGNORED_PREFIXES = ("hydra.", "trainer.enable_", "num_threads", "paths.", "ckpt_path", "test", "logger")
 LOWER_IS_BETTER = ("loss",)
 
 
@@ -94,14 +95,18 @@ def load_run(results_path: Path) -> Run:
 
 def find_runs(paths: Sequence[str | Path]) -> List[Run]:
     """Every run below ``paths`` (a run directory or any directory above runs)."""
-    runs = []
+    runs: List[Run] = []
+    seen = set()
     for root in map(Path, paths):
         if not root.exists():
             raise AblationError(f"{root}: no such directory")
         found = [root / RESULTS_FILE] if (root / RESULTS_FILE).exists() else sorted(root.rglob(RESULTS_FILE))
         if not found:
             raise AblationError(f"{root}: no {RESULTS_FILE} below it (did the runs finish?)")
-        runs += [load_run(p) for p in found]
+        for p in found:  # overlapping paths must not count a run twice
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                runs.append(load_run(p))
     return runs
 
 
@@ -295,12 +300,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 0
         prefix = Path(args.out)
         prefix.parent.mkdir(parents=True, exist_ok=True)
-        prefix.with_suffix(".md").write_text(markdown)
-        prefix.with_suffix(".csv").write_text(to_csv(table))
-        prefix.with_suffix(".tex").write_text(to_latex(table, args.digits, args.caption))
-        written = [prefix.with_suffix(s) for s in (".md", ".csv", ".tex")]
+        named = {ext: prefix.parent / f"{prefix.name}{ext}" for ext in (".md", ".csv", ".tex", ".png")}  # keeps dots in the name
+        named[".md"].write_text(markdown)
+        named[".csv"].write_text(to_csv(table))
+        named[".tex"].write_text(to_latex(table, args.digits, args.caption))
+        written = [named[e] for e in (".md", ".csv", ".tex")]
         if args.plot:
-            written.append(plot(table, args.plot, args.x or (table.columns[0] if table.columns else ""), prefix.with_suffix(".png")))
+            written.append(plot(table, args.plot, args.x or (table.columns[0] if table.columns else ""), named[".png"]))
         print(markdown, end="")
         print(f"{len(runs)} runs, {len(table.rows)} settings -> " + ", ".join(map(str, written)))
         return 0

@@ -26,7 +26,7 @@ from mmresearch.callbacks.preemption import PreemptionCheckpoint
 from mmresearch.models.builder import build_model
 from mmresearch.utils.checkpoint import config_container
 from mmresearch.utils.instantiate import build, build_dict
-from mmresearch.utils import resolvers  # noqa: F401  (registers ${mmr.*} before Hydra composes)
+
 from mmresearch.utils.launch import cluster_plugins, install_hydra_ddp_fix
 from mmresearch.utils.results import format_table, write_results
 
@@ -47,6 +47,14 @@ def hydra_record() -> Optional[Dict[str, Any]]:
     hc = HydraConfig.get()
     return {"overrides": list(hc.overrides.task), "choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")},
             "job_num": hc.job.get("num"), "mode": str(hc.mode)}
+
+
+def resume_path(cfg: DictConfig, out_dir: Path) -> Optional[str]:
+    """``cfg.ckpt_path``; with none, a preemption checkpoint of this run directory when submitit
+    restarted the job locally (under SLURM Lightning finds it by itself)."""
+    if cfg.get("ckpt_path") or "SUBMITIT_FOLDER" not in os.environ:
+        return cfg.get("ckpt_path")
+    return "hpc" if any(out_dir.glob("hpc_ckpt_*.ckpt")) else None
 
 
 def setup_run(cfg: DictConfig) -> Path:
@@ -72,13 +80,16 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     for logger in loggers:  # the whole run config (W&B config panel, CSV hparams.yaml)
         logger.log_hyperparams(model.run_config)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg, out_dir))
     resumed_from = trainer.ckpt_path
     preemption = next((c for c in callbacks if isinstance(c, PreemptionCheckpoint)), None)
     if preemption is not None and preemption.preempted:
         # the job is requeued (or the user resumes by hand) from the checkpoint just written
+        finish_wandb(loggers)
         preemption.requeue(trainer.is_global_zero)
         return {"preempted_at_step": float(trainer.global_step)}
+    if preemption is not None:
+        preemption.remove_stale_checkpoints(trainer)
     metrics: Dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if cfg.get("test", True):
         ckpt: Optional[str] = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None

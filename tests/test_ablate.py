@@ -40,6 +40,7 @@ def sweeps(tmp_path):
 
 
 def test_rows_are_settings_with_mean_std_over_seeds(sweeps):
+    assert len(ablate.find_runs([*sweeps, sweeps[0] / "0"])) == 8  # an overlapping path adds no run
     table = ablate.build_table(ablate.find_runs(sweeps), metrics=["test/t2i_R@1", "test/rsum"])
     # loss varies; temperature is siglip in one sweep and (not overridden) learnable... unknown in
     # sweep a, which has no choice for it: shown as the config value or '-'

@@ -15,7 +15,8 @@ temperature, queues, momentum model, RNG states (:class:`~mmresearch.callbacks.r
 and the position in the epoch's data (the training loader is a ``StatefulDataLoader``).
 
 Outside SLURM the same signal saves the checkpoint and stops, and the log names the
-``ckpt_path=`` to resume from.
+``ckpt_path=`` to resume from. SLURM's preemption (as opposed to the time limit) sends SIGTERM
+unless the cluster sets ``PreemptParameters=send_user_signal``; that is not handled here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import re
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -62,6 +63,7 @@ class PreemptionCheckpoint(Callback):
         self.signals = [self._signal(name) for name in signals]
         self.requeue_enabled = bool(requeue)
         self.received: Optional[int] = None
+        self._at_epoch_end = False  # a signal during an epoch's last batch: save after its validation
         self.checkpoint_path: Optional[Path] = None
         self._previous: Dict[int, Any] = {}
         self._pid: Optional[int] = None
@@ -88,6 +90,14 @@ class PreemptionCheckpoint(Callback):
             log.warning("received %s: saving a checkpoint at the next step boundary", signal.Signals(signum).name)
         self.received = signum
 
+    def remove_stale_checkpoints(self, trainer: L.Trainer) -> None:
+        """After a fit that ran to its end: delete this run's ``hpc_ckpt_*`` (collective). Under
+        SLURM Lightning would otherwise resume *and test* from the newest of them."""
+        if trainer.is_global_zero:
+            for path in Path(trainer.default_root_dir).glob(f"{HPC_PREFIX}*.ckpt"):
+                path.unlink(missing_ok=True)
+        trainer.strategy.barrier("remove_stale_hpc_checkpoints")
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
@@ -105,18 +115,46 @@ class PreemptionCheckpoint(Callback):
     # ------------------------------------------------------------------------------------------
     # the checkpoint, at a point every rank reaches
 
+    def _any_rank_signalled(self, trainer: L.Trainer) -> bool:
+        return trainer.strategy.reduce_boolean_decision(self.received is not None or self._at_epoch_end, all=False)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.preempted:
+        if self.preempted or self._at_epoch_end:
             return
-        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+        accumulate = trainer.accumulate_grad_batches
+        last = batch_idx + 1 >= trainer.num_training_batches
+        if accumulate > 1 and (batch_idx + 1) % accumulate != 0 and not last:
+            return  # between micro-batches of one optimizer step (the same batch_idx on every rank)
+        if not self._any_rank_signalled(trainer):
             return
+        if last:
+            # Lightning resumes cleanly from a checkpoint taken at the end of the epoch (after its
+            # validation and the checkpoint callbacks), not from one inside its last batch
+            self._at_epoch_end = True
+            return
+        self._save_and_stop(trainer)
+        # should_stop alone would still run a validation pass (and its checkpoints) inside the
+        # grace period; nothing after this checkpoint is needed
+        trainer.fit_loop.epoch_loop._skip_next_val = True  # (Lightning 2.x internal flag)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a signal during the epoch's last batch or its validation
+        if not self.preempted and self._any_rank_signalled(trainer):
+            # Lightning runs the checkpoint callbacks after this one; their end-of-epoch save (the
+            # best model by val/rsum) must be in the preemption checkpoint's callback states.
+            # Run it first: their own call then sees this step saved and skips.
+            for callback in trainer.checkpoint_callbacks:
+                callback.on_train_epoch_end(trainer, pl_module)
+            self._save_and_stop(trainer)
+
+    def _save_and_stop(self, trainer: L.Trainer) -> None:
         path = next_hpc_checkpoint_path(trainer.default_root_dir) if trainer.is_global_zero else None
         path = Path(trainer.strategy.broadcast(str(path) if path else None, src=0))
         trainer.save_checkpoint(path)
         self.checkpoint_path = path
         trainer.should_stop = True
-        if self.received is None:  # another rank got the signal; handle the requeue like it
-            self.received = int(self.signals[0])
+        if trainer.fit_loop.min_epochs or trainer.fit_loop.min_steps:
+            log.warning("trainer.min_epochs/min_steps can keep training going after the preemption checkpoint")
         log.warning("saved the preemption checkpoint %s at global step %d; stopping", path, trainer.global_step)
 
     # ------------------------------------------------------------------------------------------
@@ -131,16 +169,22 @@ class PreemptionCheckpoint(Callback):
             if self.preempted and is_global_zero:
                 log.warning("not requeued; resume with ckpt_path=%s", self.checkpoint_path)
             return None
-        previous: Optional[Callable] = self._previous.get(self.received) if self.received is not None else None
-        if callable(previous) and getattr(previous, "__module__", "").startswith("submitit"):
-            log.warning("handing the requeue to submitit")
-            previous(self.received, None)  # checkpoints its DelayedSubmission, requeues, exits
-            return "submitit"
+        # under submitit its handler (for whichever signal it uses) does the requeue, even when
+        # another rank, not this one, received the signal
+        for sig, previous in self._previous.items():
+            if callable(previous) and getattr(previous, "__module__", "").startswith("submitit"):
+                log.warning("handing the requeue to submitit")
+                previous(sig, None)  # checkpoints its DelayedSubmission, requeues, exits
+                return "submitit"
         job = slurm_job_id()
         if job is None:
             log.warning("not running under SLURM; resume with ckpt_path=%s", self.checkpoint_path)
             return None
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        try:
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            log.error("scontrol requeue %s failed: %s; resume with ckpt_path=%s", job, err, self.checkpoint_path)
+            return None
         if result.returncode != 0:
             log.error("scontrol requeue %s failed (%d): %s; resume with ckpt_path=%s", job, result.returncode, result.stderr.strip(), self.checkpoint_path)
             return None

@@ -64,6 +64,7 @@ class CaptionPairSampler(DistributedSampler):
         self.seed = seed
         self.epoch = 0
         self._epoch_set = False
+        self.items_per_epoch: Optional[int] = None  # indices an epoch really uses (drop_last, limit_train_batches)
         self._iter_epoch = 0  # epoch of the iteration in progress
         self._yielded = 0     # indices of that iteration handed out so far
         self._skip = 0        # indices to skip at the next iteration (after load_state_dict)
@@ -83,6 +84,11 @@ class CaptionPairSampler(DistributedSampler):
         return order * c + captions[order]
 
     def __iter__(self) -> Iterator[int]:
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[int]:
+        # The epoch is read at the first index, not when the iterator is made: Lightning (and
+        # StatefulDataLoader) make the iterator before they call set_epoch for that epoch.
         epoch = self.epoch
         if not self._epoch_set:
             self.epoch += 1
@@ -91,10 +97,7 @@ class CaptionPairSampler(DistributedSampler):
         mine = self.indices(epoch)[self.rank : per_rank * self.num_replicas : self.num_replicas].tolist()
         skip, self._skip = self._skip, 0
         self._iter_epoch, self._yielded = epoch, skip
-        return self._iterate(mine[skip:])
-
-    def _iterate(self, items: list) -> Iterator[int]:
-        for i in items:
+        for i in mine[skip:]:
             self._yielded += 1
             yield i
 
@@ -106,9 +109,14 @@ class CaptionPairSampler(DistributedSampler):
         return {"epoch": self._iter_epoch, "yielded": self._yielded}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue epoch ``state["epoch"]`` after its first ``state["yielded"]`` indices."""
-        self.set_epoch(state["epoch"])
-        self._skip = int(state["yielded"])
+        """Continue epoch ``state["epoch"]`` after its first ``state["yielded"]`` indices; a
+        state taken after an epoch's last batch (``items_per_epoch`` used) continues with the
+        start of the next epoch, which Lightning then trains from this same iterator."""
+        epoch, yielded = int(state["epoch"]), int(state["yielded"])
+        if self.items_per_epoch is not None and yielded >= self.items_per_epoch:
+            epoch, yielded = epoch + 1, 0
+        self.set_epoch(epoch)
+        self._skip = yielded
 
 
 def _int_option(name: str, value, minimum: int, allowed: str = "") -> int:
@@ -386,6 +394,7 @@ class ShapesDataModule(L.LightningDataModule):
                 f"(data.train_size={len(ds)}, data.caption_sampling={self.caption_sampling!r}); with "
                 f"drop_last=True the training loader would be empty"
             )
+        sampler.items_per_epoch = self._items_per_epoch(len(sampler))
         self._train_sampler = sampler
         collate = TrainCollate(
             self.tokenizer,
@@ -402,6 +411,16 @@ class ShapesDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
             **self._loader_kwargs(),
         )
+
+    def _items_per_epoch(self, items: int) -> int:
+        """Indices one training epoch consumes: whole batches, within ``trainer.limit_train_batches``."""
+        batches = items // self.batch_size
+        limit = getattr(self.trainer, "limit_train_batches", None) if self.trainer is not None else None
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif isinstance(limit, float):
+            batches = int(batches * limit)
+        return batches * self.batch_size
 
     def _eval_loader(self, split: str) -> DataLoader:
         collate = EvalCollate(

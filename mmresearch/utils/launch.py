@@ -35,6 +35,10 @@ def hydra_job_subprocess_cmd(local_rank: int) -> Tuple[Sequence[str], str]:
     else:
         command = [sys.executable, "-m", __main__.__spec__.name]
     hydra_cfg = HydraConfig.get()
+    command.append(f"--config-name={hydra_cfg.job.config_name}")
+    for source in hydra_cfg.runtime.config_sources:  # a `--config-dir` given on the command line
+        if source.provider == "command-line" and str(source.path).startswith("file://"):
+            command.append(f"--config-dir={str(source.path)[len('file://'):]}")
     command += [o for o in hydra_cfg.overrides.task if not o.startswith("hydra.run.dir=")]
     command += [
         f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',

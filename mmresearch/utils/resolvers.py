@@ -4,8 +4,11 @@
 (``loss=triplet,seed=1``), or ``task_name`` when there are none.
 ``${mmr.setting:}``: the overrides without the seed (``loss=triplet``): runs that differ only in
 their seed share it (W&B's ``job_type``, so its UI can average them); ``default`` for no override.
-``${mmr.sweep_group:}``: under ``--multirun`` the sweep's name, ``<task_name>/<sweep dir name>``
+``${mmr.sweep_group:}``: under ``--multirun`` the sweep's name, ``<job name>/<sweep dir name>``
 (every point of one sweep in one W&B group); ``None`` for a single run.
+``${mmr.log_version:<dir>}``: ``""`` (log straight into ``<dir>``) for a new run; ``restart<k>`` when
+``<dir>/metrics.csv`` already exists, i.e. a resumed or requeued run, whose CSV logger would
+otherwise delete the earlier metrics.
 """
 
 from __future__ import annotations
@@ -47,7 +50,18 @@ def sweep_group() -> Optional[str]:
     return f"{cfg.job.name}/{Path(str(cfg.sweep.dir)).name}"
 
 
+def log_version(directory: str) -> str:
+    root = Path(directory)
+    if not (root / "metrics.csv").exists():
+        return ""
+    k = 1
+    while (root / f"restart{k}").exists():
+        k += 1
+    return f"restart{k}"
+
+
 def register() -> None:
+    OmegaConf.register_new_resolver("mmr.log_version", log_version, replace=True)
     OmegaConf.register_new_resolver("mmr.run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("mmr.setting", setting, replace=True)
     OmegaConf.register_new_resolver("mmr.sweep_group", sweep_group, replace=True)

@@ -26,6 +26,9 @@ class FakeTrainer:
         self.global_step = 5
         self.should_stop = False
         self.saved = []
+        self.accumulate_grad_batches = 1
+        self.num_training_batches = 10
+        self.fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(_skip_next_val=False), min_epochs=None, min_steps=None)
 
     def save_checkpoint(self, path):
         self.saved.append(path)
@@ -61,6 +64,7 @@ def test_signal_is_only_recorded_then_checkpointed_at_the_step_boundary(tmp_path
         assert cb.received == signal.SIGUSR1 and not trainer.saved  # the handler wrote nothing
         cb.on_train_batch_end(trainer, None, None, None, 1)
         assert [p.name for p in trainer.saved] == ["hpc_ckpt_1.ckpt"] and trainer.should_stop and cb.preempted
+        assert trainer.fit_loop.epoch_loop._skip_next_val  # no validation pass inside the grace period
         cb.on_train_batch_end(trainer, None, None, None, 2)
         assert len(trainer.saved) == 1  # once
     finally:
@@ -84,3 +88,23 @@ def test_requeue_calls_scontrol_with_the_job_id(tmp_path, monkeypatch):
 def test_unknown_signal_names_the_config_key():
     with pytest.raises(ValueError, match="callbacks.preemption.signals"):
         PreemptionCheckpoint(signals=["NOPE"])
+
+
+def test_waits_for_the_end_of_a_gradient_accumulation_cycle(tmp_path):
+    cb = PreemptionCheckpoint(signals=["USR1"])
+    trainer = FakeTrainer(tmp_path)
+    trainer.accumulate_grad_batches = 4
+    cb.received = signal.SIGUSR1
+    cb.on_train_batch_end(trainer, None, None, None, 1)  # micro-batch 2 of 4
+    assert not trainer.saved
+    cb.on_train_batch_end(trainer, None, None, None, 3)  # the optimizer step
+    assert len(trainer.saved) == 1
+
+
+def test_stale_hpc_checkpoints_are_removed_after_a_completed_fit(tmp_path):
+    (tmp_path / "hpc_ckpt_1.ckpt").touch()
+    (tmp_path / "keep.ckpt").touch()
+    trainer = FakeTrainer(tmp_path)
+    trainer.strategy.barrier = lambda name=None: None
+    PreemptionCheckpoint().remove_stale_checkpoints(trainer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.ckpt"]

@@ -137,14 +137,15 @@ def test_caption_sampler_shards_across_ranks_without_overlap():
         CaptionPairSampler(10, 5, num_replicas=2, rank=2)
 
 
-def test_caption_sampler_resumes_mid_epoch_through_a_stateful_loader():
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_caption_sampler_resumes_mid_epoch_through_a_stateful_loader(num_workers):
     """What a checkpoint keeps: the epoch and the position in it, so a new loader continues with
     the next batch even when it is iterated before Lightning calls set_epoch."""
     from torchdata.stateful_dataloader import StatefulDataLoader
 
     def loader():
         sampler = CaptionPairSampler(64, 5, "random", seed=2)
-        return sampler, StatefulDataLoader(list(range(320)), batch_size=8, sampler=sampler, drop_last=True)
+        return sampler, StatefulDataLoader(list(range(320)), batch_size=8, sampler=sampler, drop_last=True, num_workers=num_workers)
 
     sampler, dl = loader()
     sampler.set_epoch(3)
@@ -156,7 +157,8 @@ def test_caption_sampler_resumes_mid_epoch_through_a_stateful_loader():
     dl2.load_state_dict(state)
     resumed = [b.tolist() for b in dl2]
     assert resumed == rest and len(seen) + len(rest) == 8
-    assert sampler.state_dict() == {"epoch": 3, "yielded": 64}
+    if num_workers == 0:  # with workers the sampler runs ahead (prefetch); the loader's state does not
+        assert sampler.state_dict() == {"epoch": 3, "yielded": 64}
 
 
 def test_caption_sampling_all_and_extras(tokenizer):

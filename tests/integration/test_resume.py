@@ -44,8 +44,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, famil
     killed = _run([*args, *KILL_AT_STEP], tmp_path / "resumed")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
     assert not (tmp_path / "resumed" / "results.json").exists()
-    mid = _state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    assert mid["global_step"] == 8 and mid["epoch"] == 1  # a mid-epoch resume point
+    mid = _state(tmp_path / "resumed" / "checkpoints" / "last-step.ckpt")
+    assert mid["global_step"] == 8 and mid["epoch"] == 1  # a mid-epoch resume point, newer than last.ckpt (step 6)
+    assert _state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["global_step"] == 6
 
     resumed = _run([*args, "ckpt_path=last"], tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
@@ -64,23 +65,35 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, famil
     assert ma == mb
 
 
-def test_preemption_signal_checkpoints_at_a_step_boundary_and_resumes(tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("full")
+    proc = _run(BASE, run_dir)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return run_dir
+
+
+@pytest.mark.parametrize("signal_step", [7, 5], ids=["mid-epoch", "last-batch-of-epoch"])
+def test_preemption_signal_checkpoints_at_a_step_boundary_and_resumes(tmp_path, uninterrupted, signal_step):
     """Outside SLURM the signal saves hpc_ckpt_1.ckpt at the step boundary and stops without
-    testing; resuming from it finishes with the uninterrupted run's weights."""
-    full = _run(BASE, tmp_path / "full")
-    assert full.returncode == 0, full.stderr[-4000:]
+    validating or testing (a signal during an epoch's last batch waits for that epoch's end);
+    resuming from it finishes with the uninterrupted run's weights."""
     run_dir = tmp_path / "preempted"
-    proc = _run([*BASE, "+callbacks.fault._target_=fault_injection.SignalAtStep", "+callbacks.fault.step=7", "+callbacks.fault.signal=USR1"], run_dir)
+    proc = _run([*BASE, "+callbacks.fault._target_=fault_injection.SignalAtStep", f"+callbacks.fault.step={signal_step}",
+                 "+callbacks.fault.signal=USR1"], run_dir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "saved the preemption checkpoint" in proc.stdout + proc.stderr
     assert not (run_dir / "results.json").exists()  # no test after a preemption
     hpc = run_dir / "hpc_ckpt_1.ckpt"
     state = _state(hpc)
-    assert state["global_step"] == 8  # step 7 ran to its end; the signal came before its batch
+    assert state["global_step"] == signal_step + 1  # the signalled step ran to its end; the signal came before its batch
     assert "rng_states" in state and state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
 
     resumed = _run([*BASE, f"ckpt_path={hpc}"], run_dir)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    a, b = _state(tmp_path / "full" / "checkpoints" / "last.ckpt"), _state(run_dir / "checkpoints" / "last.ckpt")
+    a, b = _state(uninterrupted / "checkpoints" / "last.ckpt"), _state(run_dir / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 12
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    assert json.loads((run_dir / "results.json").read_text())["metrics"] == json.loads((tmp_path / "full" / "results.json").read_text())["metrics"]
+    assert json.loads((run_dir / "results.json").read_text())["metrics"] == json.loads((uninterrupted / "results.json").read_text())["metrics"]
+    assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # removed once the run completed
+    assert (run_dir / "csv" / "metrics.csv").exists() and (run_dir / "csv" / "restart1" / "metrics.csv").exists()  # both parts logged

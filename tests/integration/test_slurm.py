@@ -3,6 +3,7 @@ and through the submitit launcher, and a job that is signalled, checkpoints, is 
 Skips with the reason when a local cluster cannot start (not root, packages missing)."""
 
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -58,11 +59,11 @@ def test_sbatch_template_trains_two_task_ddp(slurm, tmp_path):
 
 def test_signalled_job_checkpoints_requeues_and_resumes(slurm, tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "job.out"
-    # 4 steps an epoch (256 pairs, 2 ranks, 32 a batch), 4 epochs; last.ckpt after every step tells the test that training runs
+    # 4 steps an epoch (256 pairs, 2 ranks, 32 a batch), 4 epochs; last-step.ckpt after every step tells the test that training runs
     args = [*TINY, "trainer.max_epochs=4", "callbacks.step_checkpoint.every_n_train_steps=1", "test=false"]
     job = slurm.sbatch(TEMPLATE, args=args, options=[*CPU_NODE, f"--output={log}"], env=_env(run_dir), cwd=REPO)
     deadline = time.time() + 300
-    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+    while not (run_dir / "checkpoints" / "last-step.ckpt").exists():
         assert time.time() < deadline and slurm.job(job).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), _log(log)[-5000:]
         time.sleep(0.5)
     # what SLURM does at --signal=USR1@120: the signal to every task of the job step
@@ -73,8 +74,9 @@ def test_signalled_job_checkpoints_requeues_and_resumes(slurm, tmp_path):
     assert int(info["Restarts"]) == 1, text[-5000:]
     assert "saved the preemption checkpoint" in text and "requeued SLURM job" in text
     assert "(restart 1)" in text and f"Restoring states from the checkpoint path at {run_dir / 'hpc_ckpt_1.ckpt'}" in text
-    hpc = torch.load(run_dir / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
-    assert 0 < hpc["global_step"] < 16  # stopped mid-run
+    saved_at = int(re.search(r"saved the preemption checkpoint \S+ at global step (\d+)", text).group(1))
+    assert 0 < saved_at < 16  # stopped mid-run
+    assert not (run_dir / "hpc_ckpt_1.ckpt").exists()  # removed once the requeued job completed
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["global_step"] == 16 and final["epoch"] == 3  # the requeued job finished the run
     assert json.loads((run_dir / "results.json").read_text())["metrics"]["val/rsum"] >= 0

@@ -11,8 +11,10 @@ def test_child_command_is_this_job_not_the_sweep(monkeypatch, tmp_path):
     hydra_cfg = SimpleNamespace(
         overrides=SimpleNamespace(task=["trainer=ddp_cpu", "seed=1", "hydra.run.dir=elsewhere"]),
         runtime=SimpleNamespace(output_dir=str(tmp_path / "multirun" / "3")),
-        job=SimpleNamespace(name="train"),
+        job=SimpleNamespace(name="train", config_name="train"),
     )
+    hydra_cfg.runtime.config_sources = [SimpleNamespace(provider="main", path="file:///repo/conf"),
+                                        SimpleNamespace(provider="command-line", path="file:///my/configs")]
     import hydra.core.hydra_config as hc
     import hydra.utils as hu
 
@@ -25,6 +27,7 @@ def test_child_command_is_this_job_not_the_sweep(monkeypatch, tmp_path):
     assert f'hydra.run.dir="{tmp_path / "multirun" / "3"}"' in command
     assert "hydra.output_subdir=null" in command and "hydra.job.name=train_ddp_process_1" in command
     assert cwd == str(tmp_path)
+    assert "--config-name=train" in command and "--config-dir=/my/configs" in command
 
 
 def test_fix_replaces_lightnings_function():

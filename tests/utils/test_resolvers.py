@@ -25,3 +25,12 @@ def test_single_run_has_no_group(monkeypatch):
     assert resolvers.run_name("train") == "train" and resolvers.sweep_group() is None and resolvers.setting() == "default"
     monkeypatch.setattr(resolvers, "_hydra", lambda: None)
     assert resolvers.run_name("train") == "train" and resolvers.sweep_group() is None
+
+
+def test_log_version_keeps_earlier_metrics_of_a_resumed_run(tmp_path):
+    assert resolvers.log_version(str(tmp_path / "csv")) == ""
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "metrics.csv").write_text("step\n")
+    assert resolvers.log_version(str(tmp_path / "csv")) == "restart1"
+    (tmp_path / "csv" / "restart1").mkdir()
+    assert resolvers.log_version(str(tmp_path / "csv")) == "restart2"
