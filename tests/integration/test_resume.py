@@ -3,7 +3,6 @@ exactly where the uninterrupted run ends (same weights, optimizer, metrics), for
 and for ALBEF (momentum model and queue); a preemption signal checkpoints at a step boundary."""
 
 import json
-import os
 import signal
 
 import pytest
