@@ -97,3 +97,36 @@ def test_submitit_launcher_submits_one_ddp_job_per_sweep_point(slurm, tmp_path):
         results = json.loads((sweep / str(num) / "results.json").read_text())
         assert results["config"]["seed"] == seed and results["config"]["trainer"]["devices"] == 2
     assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == ["0", "1", "multirun.yaml"]
+
+
+def test_submitit_job_signalled_checkpoints_and_is_requeued_by_submitit(slurm, tmp_path):
+    """The submitit path: USR2 -> checkpoint at a step boundary -> submitit's own handler requeues
+    the sweep point -> it resumes from the checkpoint in the same directory and finishes."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "mmresearch.train", "--multirun", "hydra/launcher=submitit_slurm", "trainer=ddp_cpu",
+           "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=20", "hydra.launcher.mem_gb=2", f"hydra.sweep.dir={sweep}",
+           *TINY, "trainer.max_epochs=4", "callbacks.step_checkpoint.every_n_train_steps=1", "test=false", "seed=0"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(slurm.env, HF_HUB_OFFLINE="1", WANDB_MODE="offline"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (sweep / "0" / "checkpoints" / "last-step.ckpt").exists():
+            assert time.time() < deadline and proc.poll() is None, "the job did not start training"
+            time.sleep(0.5)
+        job = slurm._run(["squeue", "-h", "-o", "%i"]).stdout.split()[0]
+        slurm._run(["scancel", "--signal=USR2", job])  # what submitit asks SLURM for before the time limit
+        out, _ = proc.communicate(timeout=480)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    logs = "\n".join(p.read_text() for p in sorted(sweep.glob(".submitit/*/*_log.*")))
+    assert proc.returncode == 0, out[-3000:] + logs[-5000:]
+    assert "saved the preemption checkpoint" in logs and "handing the requeue to submitit" in logs, logs[-5000:]
+    assert f"Restoring states from the checkpoint path at {sweep / '0' / 'hpc_ckpt_1.ckpt'}" in logs, logs[-5000:]
+    info = slurm.job(job)
+    assert int(info.get("Restarts", 0)) == 1, info
+    final = torch.load(sweep / "0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert final["global_step"] == 16 and json.loads((sweep / "0" / "results.json").read_text())["metrics"]["val/rsum"] >= 0
