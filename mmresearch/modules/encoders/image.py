@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Optional
 
 import timm
@@ -9,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from mmresearch.modules.encoders.outputs import EncoderOutput
+from mmresearch.modules.encoders.weights import KeyMap, LoadReport, load_weights
 from mmresearch.utils.errors import ConfigError, check_choice, unknown_choice
 
 OUTPUTS = ("pooled", "tokens", "both")
@@ -27,6 +29,13 @@ class TimmImageEncoder(nn.Module):
         name: a timm model name (``timm.list_models()``), optionally with a pretrained tag
             (``vit_base_patch16_224.augreg_in21k``).
         pretrained: load timm's pretrained weights (needs the internet or a local hub cache).
+        checkpoint_path: a weight file (``.safetensors``, ``.pth``...) or checkpoint directory
+            loaded into the backbone instead (not together with ``pretrained``). Its classifier
+            keys (``pretrained_cfg["classifier"]``) are dropped: the backbone has no head.
+        strict: every key must match (else ConfigError listing missing/unexpected/shape-mismatched
+            keys); ``False`` loads what matches and warns.
+        key_map: renames the checkpoint's keys first: regex -> replacement (``re.sub``, in order)
+            or a hook ``(state_dict, model) -> state_dict`` (see ``encoders.key_maps``).
         img_size: input resolution, passed to models that take it (ViTs) and used for the dry run
             that measures the output width.
         pool: ``None`` keeps the model's own global pooling (average for CNNs, class token for
@@ -58,9 +67,17 @@ class TimmImageEncoder(nn.Module):
         channels_last: bool = False,
         stem_pool: bool = True,
         model_kwargs: Optional[Mapping[str, Any]] = None,
+        checkpoint_path: Optional[str] = None,
+        strict: bool = True,
+        key_map: KeyMap = None,
     ) -> None:
         super().__init__()
         _check_timm_name(name)
+        if pretrained and checkpoint_path is not None:
+            raise ConfigError(
+                f"image_encoder.pretrained=true and image_encoder.checkpoint_path={checkpoint_path!r} both load "
+                "weights: set image_encoder.pretrained=false to load the file"
+            )
         check_choice("image_encoder.output", output, OUTPUTS)
         kwargs = dict(model_kwargs or {})
         if img_size is not None and _takes_img_size(name):
@@ -72,6 +89,10 @@ class TimmImageEncoder(nn.Module):
             self.model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
         except TypeError as err:
             raise ConfigError(f"image_encoder.model_kwargs={kwargs} not accepted by timm model {name!r}: {err}") from err
+        self.load_report: Optional[LoadReport] = None
+        if checkpoint_path is not None:
+            self.load_report = load_weights(self.model, checkpoint_path, strict, "image_encoder.checkpoint_path",
+                                            key_map=key_map, ignore_unexpected=_classifier_keys(self.model))
         if not stem_pool:
             if not isinstance(getattr(self.model, "maxpool", None), nn.MaxPool2d):
                 raise ConfigError(f"image_encoder.stem_pool=false needs a model with a max-pool stem (timm ResNets); {name!r} has none")
@@ -128,6 +149,13 @@ class TimmImageEncoder(nn.Module):
         pooled = self._pool(feats) if self.output != "tokens" else feats.new_zeros(0)
         tokens = self._tokens(feats) if self.output != "pooled" else None
         return EncoderOutput(pooled=pooled, tokens=tokens)
+
+
+def _classifier_keys(model: nn.Module) -> list[str]:
+    """Regexes of the classifier's keys (``pretrained_cfg["classifier"]``: ``fc``, ``head.fc``...)."""
+    names = model.pretrained_cfg.get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return [re.escape(n) + r"\." for n in names]
 
 
 def _takes_img_size(name: str) -> bool:

@@ -2,19 +2,56 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+import contextlib
+import logging
+from typing import Any, Iterator, Mapping, Optional, Tuple
 
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from mmresearch.modules.encoders.outputs import EncoderOutput
+from mmresearch.modules.encoders.weights import KeyMap, LoadReport, enforce, load_weights, report_from_hf
 from mmresearch.utils.errors import ConfigError, check_choice
 
 POOLINGS = ("cls", "mean")
 OUTPUTS = ("pooled", "tokens", "both")
+#: task heads of a checkpoint saved from a full model (pretraining, classification): an encoder
+#: does not use them, so they are dropped with an info line
+HEAD_KEYS = (r"pooler\.", r"cls\.", r"lm_head\.", r"classifier\.", r"qa_outputs\.", r"score\.")
 
 
-def _build_model(name_or_path: Optional[str], config: Optional[Mapping[str, Any]], vocab_size: Optional[int]) -> PreTrainedModel:
+@contextlib.contextmanager
+def _quiet_transformers_load_report() -> Iterator[None]:
+    """transformers 5.x logs its own load report as a warning; ours replaces it."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _from_pretrained(name_or_path: str) -> Tuple[PreTrainedModel, Mapping[str, Any]]:
+    """``AutoModel.from_pretrained`` without the pooler where the model takes that argument, plus
+    its loading info; shape-mismatched weights are re-initialised (and reported), not loaded."""
+    kwargs = dict(output_loading_info=True, ignore_mismatched_sizes=True)
+    try:
+        with _quiet_transformers_load_report():
+            try:
+                return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **kwargs)
+            except TypeError:
+                return AutoModel.from_pretrained(name_or_path, **kwargs)
+    except (OSError, RuntimeError) as err:
+        raise ConfigError(
+            f"text_encoder.name_or_path={name_or_path!r} could not be loaded (offline without a "
+            f"local copy, or a wrong path): {err}"
+        ) from err
+
+
+def _build_model(
+    name_or_path: Optional[str], config: Optional[Mapping[str, Any]], vocab_size: Optional[int], strict: bool = True
+) -> Tuple[PreTrainedModel, Optional[LoadReport]]:
     if (name_or_path is None) == (config is None):
         raise ConfigError(
             "text_encoder: set exactly one of text_encoder.name_or_path (a hub name or local directory "
@@ -22,15 +59,12 @@ def _build_model(name_or_path: Optional[str], config: Optional[Mapping[str, Any]
             f"randomly initialised model); got name_or_path={name_or_path!r}, config={config!r}"
         )
     if name_or_path is not None:
-        try:
-            return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False)
-        except TypeError:
-            return AutoModel.from_pretrained(name_or_path)
-        except OSError as err:
-            raise ConfigError(
-                f"text_encoder.name_or_path={name_or_path!r} could not be loaded (offline without a "
-                f"local copy, or a wrong path): {err}"
-            ) from err
+        model, info = _from_pretrained(str(name_or_path))
+        report = report_from_hf(info, model, str(name_or_path), ignore_unexpected=HEAD_KEYS)
+        enforce(report, strict, "text_encoder.name_or_path", hint=(
+            "Set text_encoder.strict=false to use it anyway (the missing or mismatched weights stay randomly "
+            "initialised), or load a matching state dict with text_encoder.checkpoint_path (+ text_encoder.key_map)."))
+        return model, report
     cfg = dict(config)
     model_type = cfg.pop("model_type", None)
     if model_type is None:
@@ -42,9 +76,9 @@ def _build_model(name_or_path: Optional[str], config: Optional[Mapping[str, Any]
     except ValueError as err:
         raise ConfigError(f"text_encoder.config.model_type={model_type!r}: {err}") from err
     try:
-        return AutoModel.from_config(hf_config, add_pooling_layer=False)
+        return AutoModel.from_config(hf_config, add_pooling_layer=False), None
     except TypeError:
-        return AutoModel.from_config(hf_config)
+        return AutoModel.from_config(hf_config), None
 
 
 class HFTextEncoder(nn.Module):
@@ -60,6 +94,15 @@ class HFTextEncoder(nn.Module):
         output: ``"pooled"``, ``"tokens"`` or ``"both"``.
         freeze: no gradients for the model.
         grad_checkpointing: transformers' gradient checkpointing.
+        strict: every weight must load: missing or shape-mismatched keys from ``name_or_path``,
+            or any mismatch with ``checkpoint_path``, raise ConfigError (task heads such as
+            ``pooler.*``, ``cls.*``, ``lm_head.*`` are dropped without one). ``False`` warns.
+        checkpoint_path: a state-dict file (``.safetensors``, ``.pth``, ``.bin``...) or directory
+            loaded into the model (built from ``name_or_path`` or ``config``) afterwards.
+        key_map: renames the checkpoint's keys first: regex -> replacement (``re.sub``, in order)
+            or a hook ``(state_dict, model) -> state_dict``; e.g. ``{"^bert\\.": ""}``.
+
+    ``load_report`` holds the last :class:`LoadReport` (``None`` for a model from ``config``).
 
     Shapes: ``forward(input_ids [B, L], attention_mask [B, L]) -> EncoderOutput(pooled
     [B, hidden], tokens [B, L, hidden] or None, mask [B, L])``.
@@ -74,11 +117,17 @@ class HFTextEncoder(nn.Module):
         output: str = "pooled",
         freeze: bool = False,
         grad_checkpointing: bool = False,
+        strict: bool = True,
+        checkpoint_path: Optional[str] = None,
+        key_map: KeyMap = None,
     ) -> None:
         super().__init__()
         check_choice("text_encoder.pooling", pooling, POOLINGS)
         check_choice("text_encoder.output", output, OUTPUTS)
-        self.model = _build_model(name_or_path, config, vocab_size)
+        self.model, self.load_report = _build_model(name_or_path, config, vocab_size, strict)
+        if checkpoint_path is not None:
+            self.load_report = load_weights(self.model, checkpoint_path, strict, "text_encoder.checkpoint_path",
+                                            key_map=key_map, ignore_unexpected=HEAD_KEYS)
         rows = self.model.get_input_embeddings().num_embeddings
         if vocab_size is not None and vocab_size > rows:
             raise ConfigError(
