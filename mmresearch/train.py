@@ -99,6 +99,9 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
         extra = {"best_checkpoint": best or None, "resumed_from": resumed_from, "hydra": hydra_record()}
+        ledger = getattr(datamodule, "skip_ledger", None)
+        if ledger is not None:  # real data: what was skipped at set-up and in each epoch
+            extra["data_quality"] = ledger.summary()
         path = write_results(out_dir, metrics, cfg, time.time() - started, extra=extra)
         shown = {k: v for k, v in metrics.items() if k.startswith("test/")} or metrics
         print(format_table(shown, title=f"{'test' if cfg.get('test', True) else 'val'} metrics ({path})"))

@@ -10,7 +10,7 @@ Shapes use: ``B`` images in the batch, ``T`` captions in the batch, ``L`` tokens
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -42,6 +42,8 @@ class ImageTextBatch:
         question_input_ids: ``[B, Q, L]`` questions about each image, or None.
         question_attention_mask: ``[B, Q, L]`` their mask, or None.
         answers: ``[B, Q]`` long index of the answer in the closed answer vocabulary, or None.
+        skipped: real-data training batches only: ``{reason: [sample names]}`` of the samples
+            left out of this batch (:mod:`mmresearch.data.skips`), else None.
     """
 
     images: Tensor
@@ -58,6 +60,7 @@ class ImageTextBatch:
     question_input_ids: Optional[Tensor] = None
     question_attention_mask: Optional[Tensor] = None
     answers: Optional[Tensor] = None
+    skipped: Optional[Dict[str, List[str]]] = None
 
     @property
     def num_images(self) -> int:
@@ -71,6 +74,17 @@ class ImageTextBatch:
     def is_paired(self) -> bool:
         """True when row ``i`` of the images and row ``i`` of the captions form a pair."""
         return self.num_images == self.num_texts and bool(torch.equal(self.image_ids, self.text_image_ids))
+
+    def first_pairs(self, n: int) -> "ImageTextBatch":
+        """The first ``n`` rows of a paired (training) batch: every per-row field cut to ``n``."""
+        if not self.is_paired:
+            raise ValueError("first_pairs needs a paired batch (one caption per image, in the same order)")
+        b = self.num_images
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor) and value.ndim and value.shape[0] == b:
+                setattr(self, f.name, value[:n])
+        return self
 
     def pin_memory(self) -> "ImageTextBatch":
         """Lets ``DataLoader(pin_memory=True)`` pin every tensor field."""

@@ -9,7 +9,11 @@ truncation=True, max_length=...)`` gives, about 4x faster, and memoises the ids 
 Items are the dicts of :class:`~mmresearch.data.shapes.dataset.ShapesDataset` (eval) and
 :class:`~mmresearch.data.shapes.dataset.CaptionPairDataset` (train): ``image`` uint8 ``[3, H, W]``,
 ``image_id``, ``captions`` / ``caption`` + ``text_id``, ``labels``, ``neg_caption``, ``neg_kind``,
-``questions``, ``answers``.
+``questions``, ``answers``; or those of the real-data sets
+(:mod:`mmresearch.data.captioned_images`, :mod:`mmresearch.data.webdataset`): ``image`` float,
+already transformed (``normalize=False``), no labels, ``text_ids`` per caption. With
+``report_skips=True`` an item may be a :class:`~mmresearch.data.skips.Skipped` marker: it is left
+out of the batch and named in ``batch.skipped``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from torch import Tensor
 
 from mmresearch.data.batch import ImageTextBatch
+from mmresearch.data.skips import DataError, Skipped, summarize
 
 PADDING_MODES = ("max_length", "longest")
 
@@ -113,15 +118,30 @@ class _TokenizingCollate:
         padding: str = "max_length",
         with_negatives: bool = True,
         with_questions: bool = True,
+        normalize: bool = True,
+        lowercase: bool = False,
+        report_skips: bool = False,
     ) -> None:
         self.tokenize = TextEncoder(tokenizer, max_length, padding)
-        self.normalize = ImageNormalizer(mean, std)
+        self.normalize = ImageNormalizer(mean, std) if normalize else None
         self.with_negatives = with_negatives
         self.with_questions = with_questions
+        self.lowercase = lowercase
+        self.report_skips = report_skips
+
+    def _usable(self, items: list) -> tuple[list[dict], dict | None]:
+        """The items that are samples, and ``{reason: [names]}`` of the skipped ones."""
+        if not self.report_skips:
+            return items, None
+        good = [item for item in items if not isinstance(item, Skipped)]
+        skipped = summarize(item for item in items if isinstance(item, Skipped))
+        if not good:
+            raise DataError(f"every sample of a batch of {len(items)} was skipped: {skipped}")
+        return good, skipped
 
     def _build(self, items: list[dict], captions: list[str], text_image_ids: Tensor, text_ids: Tensor) -> ImageTextBatch:
         b = len(items)
-        texts = list(captions)
+        texts = [c.lower() for c in captions] if self.lowercase else list(captions)
         if self.with_negatives:
             texts.extend(item["neg_caption"] for item in items)
         q = len(items[0]["questions"]) if self.with_questions else 0
@@ -129,14 +149,15 @@ class _TokenizingCollate:
             texts.extend(question for item in items for question in item["questions"])
         input_ids, attention_mask = self.tokenize(texts)
         t = len(captions)
+        images = torch.stack([item["image"] for item in items])
         batch = ImageTextBatch(
-            images=self.normalize(torch.stack([item["image"] for item in items])),
+            images=self.normalize(images) if self.normalize is not None else images,
             image_ids=torch.tensor([item["image_id"] for item in items], dtype=torch.long),
             input_ids=input_ids[:t],
             attention_mask=attention_mask[:t],
             text_image_ids=text_image_ids,
             text_ids=text_ids,
-            labels=torch.stack([item["labels"] for item in items]).long(),
+            labels=torch.stack([item["labels"] for item in items]).long() if "labels" in items[0] else None,
         )
         offset = t
         if self.with_negatives:
@@ -161,10 +182,13 @@ class TrainCollate(_TokenizingCollate):
     def __init__(self, tokenizer, *args, with_negatives: bool = False, with_questions: bool = False, **kwargs) -> None:
         super().__init__(tokenizer, *args, with_negatives=with_negatives, with_questions=with_questions, **kwargs)
 
-    def __call__(self, items: list[dict]) -> ImageTextBatch:
+    def __call__(self, items: list) -> ImageTextBatch:
+        items, skipped = self._usable(items)
         image_ids = torch.tensor([item["image_id"] for item in items], dtype=torch.long)
         text_ids = torch.tensor([item["text_id"] for item in items], dtype=torch.long)
-        return self._build(items, [item["caption"] for item in items], image_ids, text_ids)
+        batch = self._build(items, [item["caption"] for item in items], image_ids, text_ids)
+        batch.skipped = skipped
+        return batch
 
 
 class EvalCollate(_TokenizingCollate):
@@ -178,7 +202,9 @@ class EvalCollate(_TokenizingCollate):
         counts = torch.tensor(per_image, dtype=torch.long)
         text_image_ids = image_ids.repeat_interleave(counts)
         c = per_image[0]
-        if all(n == c for n in per_image):
+        if "text_ids" in items[0]:  # real data: ids of the captions in their split
+            text_ids = torch.tensor([i for item in items for i in item["text_ids"]], dtype=torch.long)
+        elif all(n == c for n in per_image):
             text_ids = (image_ids[:, None] * c + torch.arange(c)[None, :]).reshape(-1)
         else:  # not produced by ShapesDataset; ids are then only unique within the batch
             text_ids = torch.arange(len(text_image_ids), dtype=torch.long)

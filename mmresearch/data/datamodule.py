@@ -8,18 +8,15 @@ negative caption and questions/answers.
 from __future__ import annotations
 
 import logging
-import os
-import zlib
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
-import lightning as L
 import numpy as np
-import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from mmresearch.data.base import CaptionDataModule
 from mmresearch.data.collate import PADDING_MODES, EvalCollate, TrainCollate, _per_channel
+from mmresearch.data.sampler import CAPTION_SAMPLING, CaptionPairSampler
 from mmresearch.data.shapes.dataset import CaptionPairDataset, ShapesDataset
 from mmresearch.data.shapes.prompts import ZERO_SHOT_TEMPLATES
 from mmresearch.data.shapes.scene import LABEL_NAMES, NEG_KIND_NAMES, check_split_size, class_names
@@ -27,96 +24,7 @@ from mmresearch.data.shapes.vocabulary import DEFAULT_COLOURS, DEFAULT_SHAPES, D
 
 log = logging.getLogger(__name__)
 
-CAPTION_SAMPLING = ("random", "all")
 SPLITS = ("train", "val", "test")
-
-
-class CaptionPairSampler(DistributedSampler):
-    """Indices into a :class:`CaptionPairDataset` (``image * C + caption``), reshuffled every epoch,
-    sharded across DDP ranks, and resumable mid-epoch.
-
-    ``mode="random"``: every image once per epoch, in random order, with one of its ``C`` captions
-    drawn at random; ``mode="all"``: every (image, caption) pair once per epoch. The order depends
-    only on ``seed`` and the epoch. Lightning calls :meth:`set_epoch` before each epoch; without it
-    the sampler counts its own epochs (0, 1, 2, ... one per ``iter``).
-
-    Under DDP rank ``r`` of ``W`` takes items ``r, r + W, ...`` of the epoch's order, all ranks the
-    same count (the last ``len % W`` items are dropped). It subclasses ``DistributedSampler`` so
-    that Lightning does not wrap it in one (a wrapper would hide :meth:`set_epoch` and the state
-    from it). :meth:`state_dict` / :meth:`load_state_dict` hold the epoch and how many indices were
-    handed out, which ``StatefulDataLoader`` stores in checkpoints: a resumed run continues the same
-    epoch's order where it stopped.
-    """
-
-    def __init__(self, num_images: int, captions_per_image: int, mode: str = "random", seed: int = 0,
-                 num_replicas: Optional[int] = None, rank: Optional[int] = None) -> None:
-        # DistributedSampler.__init__ is not called: it wants a dataset and shuffles its own way.
-        if mode not in CAPTION_SAMPLING:
-            raise ValueError(f"data.caption_sampling must be one of {list(CAPTION_SAMPLING)}, got {mode!r}")
-        distributed = dist.is_available() and dist.is_initialized()
-        self.num_replicas = int(num_replicas if num_replicas is not None else (dist.get_world_size() if distributed else 1))
-        self.rank = int(rank if rank is not None else (dist.get_rank() if distributed else 0))
-        if not 0 <= self.rank < self.num_replicas:
-            raise ValueError(f"rank {self.rank} is not in [0, {self.num_replicas})")
-        self.num_images = num_images
-        self.captions_per_image = captions_per_image
-        self.mode = mode
-        self.seed = seed
-        self.epoch = 0
-        self._epoch_set = False
-        self.items_per_epoch: Optional[int] = None  # indices an epoch really uses (drop_last, limit_train_batches)
-        self._iter_epoch = 0  # epoch of the iteration in progress
-        self._yielded = 0     # indices of that iteration handed out so far
-        self._skip = 0        # indices to skip at the next iteration (after load_state_dict)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._epoch_set = True
-
-    def indices(self, epoch: int) -> np.ndarray:
-        """The whole epoch's order (all ranks)."""
-        rng = np.random.default_rng([self.seed, zlib.crc32(b"caption-pairs"), epoch])
-        c = self.captions_per_image
-        if self.mode == "all":
-            return rng.permutation(self.num_images * c)
-        order = rng.permutation(self.num_images)
-        captions = rng.integers(0, c, size=self.num_images)
-        return order * c + captions[order]
-
-    def __iter__(self) -> Iterator[int]:
-        return self._iterate()
-
-    def _iterate(self) -> Iterator[int]:
-        # The epoch is read at the first index, not when the iterator is made: Lightning (and
-        # StatefulDataLoader) make the iterator before they call set_epoch for that epoch.
-        epoch = self.epoch
-        if not self._epoch_set:
-            self.epoch += 1
-        self._epoch_set = False
-        per_rank = len(self)
-        mine = self.indices(epoch)[self.rank : per_rank * self.num_replicas : self.num_replicas].tolist()
-        skip, self._skip = self._skip, 0
-        self._iter_epoch, self._yielded = epoch, skip
-        for i in mine[skip:]:
-            self._yielded += 1
-            yield i
-
-    def __len__(self) -> int:
-        total = self.num_images * (self.captions_per_image if self.mode == "all" else 1)
-        return total // self.num_replicas
-
-    def state_dict(self) -> dict:
-        return {"epoch": self._iter_epoch, "yielded": self._yielded}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue epoch ``state["epoch"]`` after its first ``state["yielded"]`` indices; a
-        state taken after an epoch's last batch (``items_per_epoch`` used) continues with the
-        start of the next epoch, which Lightning then trains from this same iterator."""
-        epoch, yielded = int(state["epoch"]), int(state["yielded"])
-        if self.items_per_epoch is not None and yielded >= self.items_per_epoch:
-            epoch, yielded = epoch + 1, 0
-        self.set_epoch(epoch)
-        self._skip = yielded
 
 
 def _int_option(name: str, value, minimum: int, allowed: str = "") -> int:
@@ -125,7 +33,7 @@ def _int_option(name: str, value, minimum: int, allowed: str = "") -> int:
     return int(value)
 
 
-class ShapesDataModule(L.LightningDataModule):
+class ShapesDataModule(CaptionDataModule):
     """Procedural shapes image-caption data (see :mod:`mmresearch.data.shapes`).
 
     Args:
@@ -300,14 +208,6 @@ class ShapesDataModule(L.LightningDataModule):
     def num_answers(self) -> int:
         return len(self.answer_vocab)
 
-    @property
-    def pad_token_id(self) -> int:
-        return int(self.tokenizer.pad_token_id)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)
-
     # ------------------------------------------------------------------------------------------
     # Splits
 
@@ -349,18 +249,6 @@ class ShapesDataModule(L.LightningDataModule):
                 max(lengths),
             )
 
-    @property
-    def train_dataset(self) -> ShapesDataset:
-        return self.dataset("train")
-
-    @property
-    def val_dataset(self) -> ShapesDataset:
-        return self.dataset("val")
-
-    @property
-    def test_dataset(self) -> ShapesDataset:
-        return self.dataset("test")
-
     def setup(self, stage: Optional[str] = None) -> None:
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in needed.get(stage, SPLITS) if stage is not None else SPLITS:
@@ -372,83 +260,29 @@ class ShapesDataModule(L.LightningDataModule):
     def _collate_kwargs(self) -> dict:
         return dict(max_length=self.max_text_length, mean=self.mean, std=self.std, padding=self.padding)
 
-    def _loader_kwargs(self) -> dict:
-        if self.num_workers > 0:
-            # the collate tokenises in workers: keep the tokenizers library from forking its pool
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        return dict(
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
-
     def train_dataloader(self) -> StatefulDataLoader:
         """Resumable mid-epoch: Lightning keeps this loader's position in checkpoints, and a run
         resumed from one continues with the next batch of the same epoch. Its own generator
         seeds the workers, so building it leaves the global RNG streams alone."""
         ds = self.train_dataset
         sampler = CaptionPairSampler(len(ds), self.captions_per_image, self.caption_sampling, self.seed)
-        if len(sampler) < self.batch_size:
-            raise ValueError(
-                f"data.batch_size={self.batch_size} is larger than the {len(sampler)} training items "
-                f"(data.train_size={len(ds)}, data.caption_sampling={self.caption_sampling!r}); with "
-                f"drop_last=True the training loader would be empty"
-            )
-        sampler.items_per_epoch = self._items_per_epoch(len(sampler))
-        self._train_sampler = sampler
         collate = TrainCollate(
             self.tokenizer,
             with_negatives=self.train_negatives,
             with_questions=self.train_questions and self.questions_per_image > 0,
             **self._collate_kwargs(),
         )
-        return StatefulDataLoader(
-            CaptionPairDataset(ds),
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=True,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(self.seed),
-            **self._loader_kwargs(),
-        )
-
-    def _items_per_epoch(self, items: int) -> int:
-        """Indices one training epoch consumes: whole batches, within ``trainer.limit_train_batches``."""
-        batches = items // self.batch_size
-        limit = getattr(self.trainer, "limit_train_batches", None) if self.trainer is not None else None
-        if isinstance(limit, int):
-            batches = min(batches, limit)
-        elif isinstance(limit, float):
-            batches = int(batches * limit)
-        return batches * self.batch_size
+        describe = f"data.train_size={len(ds)}, data.caption_sampling={self.caption_sampling!r}"
+        return self._pair_loader(CaptionPairDataset(ds), sampler, collate, describe)
 
     def _eval_loader(self, split: str) -> DataLoader:
         collate = EvalCollate(
             self.tokenizer, with_negatives=True, with_questions=self.questions_per_image > 0, **self._collate_kwargs()
         )
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            drop_last=False,
-            collate_fn=collate,
-            **self._loader_kwargs(),
-        )
+        return self._split_loader(split, collate)
 
     def labelled_image_loader(self, split: str, limit: Optional[int] = None) -> DataLoader:
         """Evaluation batches (images with ``labels [B, K]``) of the first ``limit`` images of a
         split, in order: what zero-shot classification and linear probes read."""
-        dataset = self.dataset(split)
-        if limit is not None and limit < len(dataset):
-            dataset = Subset(dataset, range(int(limit)))
         collate = EvalCollate(self.tokenizer, with_negatives=False, with_questions=False, **self._collate_kwargs())
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate, **self._loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self._split_loader(split, collate, limit)
