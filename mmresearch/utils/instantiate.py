@@ -16,6 +16,11 @@ def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     node = OmegaConf.select(cfg, key)
     if node is None:
         raise ConfigError(f"config key `{key}` is missing or null")
+    missing = sorted(OmegaConf.missing_keys(node)) if isinstance(node, DictConfig) else []
+    if missing:  # `???` values: instantiate would pass them on as None
+        # full key paths when the node sits in a config, paths inside the node otherwise
+        full = [m if m.startswith(f"{key}.") else f"{key}.{m}" for m in missing]
+        raise ConfigError(f"{', '.join(full)}: required (??? in the config); set {'it' if len(full) == 1 else 'them'} on the command line, e.g. {full[0]}=...")
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
