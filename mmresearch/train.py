@@ -22,6 +22,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mmresearch.callbacks.data_quality import DataQuality
 from mmresearch.callbacks.preemption import PreemptionCheckpoint
 from mmresearch.models.builder import build_model
 from mmresearch.utils.checkpoint import config_container
@@ -75,6 +76,8 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     model = build_model(cfg, tokenizer, datamodule)
     model.run_config = config_container(cfg)
     callbacks = build_dict(cfg, "callbacks")
+    if getattr(datamodule, "skip_ledger", None) is not None and not any(isinstance(c, DataQuality) for c in callbacks):
+        callbacks.append(DataQuality())  # the skip limit holds even without the callbacks config entry
     loggers = build_dict(cfg, "logger")
     trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False, plugins=cluster_plugins())
     for logger in loggers:  # the whole run config (W&B config panel, CSV hparams.yaml)

@@ -71,6 +71,7 @@ class CaptionDataModule(L.LightningDataModule):
                 f"({describe}); with drop_last=True the training loader would be empty"
             )
         sampler.items_per_epoch = self._items_per_epoch(len(sampler))
+        sampler.set_epoch(self._fit_epoch())
         self._train_sampler: Optional[CaptionPairSampler] = sampler
         return StatefulDataLoader(
             pairs,
@@ -81,6 +82,17 @@ class CaptionDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
             **self._loader_kwargs(),
         )
+
+    def _fit_epoch(self) -> int:
+        """The epoch the fit loop is about to train (the value it passes to ``set_epoch``).
+
+        Lightning starts the training iterator before it calls ``set_epoch``; with workers the
+        first indices are drawn at that moment. Setting the epoch when the loader is built
+        makes a resumed run (or a reloaded loader) start from its epoch's order, not epoch 0's.
+        A mid-epoch checkpoint's loader state still takes precedence."""
+        trainer = getattr(self, "trainer", None)
+        loop = getattr(trainer, "fit_loop", None) if trainer is not None else None
+        return int(loop.epoch_progress.current.processed) if loop is not None else 0
 
     def _split_loader(self, split: str, collate: Callable, limit: Optional[int] = None) -> DataLoader:
         """An unshuffled loader of the first ``limit`` items (None: all) of a split's dataset."""

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from mmresearch.data.batch import ImageTextBatch
-from mmresearch.data.skips import DataError, Skipped, summarize
+from mmresearch.data.skips import Skipped, summarize
 
 PADDING_MODES = ("max_length", "longest")
 
@@ -135,8 +135,6 @@ class _TokenizingCollate:
             return items, None
         good = [item for item in items if not isinstance(item, Skipped)]
         skipped = summarize(item for item in items if isinstance(item, Skipped))
-        if not good:
-            raise DataError(f"every sample of a batch of {len(items)} was skipped: {skipped}")
         return good, skipped
 
     def _build(self, items: list[dict], captions: list[str], text_image_ids: Tensor, text_ids: Tensor) -> ImageTextBatch:
@@ -184,6 +182,10 @@ class TrainCollate(_TokenizingCollate):
 
     def __call__(self, items: list) -> ImageTextBatch:
         items, skipped = self._usable(items)
+        if not items:  # every sample skipped: an empty batch that still says why (the data module decides)
+            empty = torch.zeros(0, dtype=torch.long)
+            return ImageTextBatch(images=torch.zeros(0, 3, 1, 1), image_ids=empty, input_ids=torch.zeros(0, 1, dtype=torch.long),
+                                  attention_mask=torch.zeros(0, 1, dtype=torch.long), text_image_ids=empty, text_ids=empty, skipped=skipped)
         image_ids = torch.tensor([item["image_id"] for item in items], dtype=torch.long)
         text_ids = torch.tensor([item["text_id"] for item in items], dtype=torch.long)
         batch = self._build(items, [item["caption"] for item in items], image_ids, text_ids)

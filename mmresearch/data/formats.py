@@ -53,9 +53,14 @@ class Annotations:
     samples: int = 0
     skipped: Counter = field(default_factory=Counter)
     examples: Dict[str, List[str]] = field(default_factory=dict)
+    #: images (as annotated) that lost at least one row, so a split drawn later can refuse to
+    #: put a thinned image into an evaluation set
+    thinned: set = field(default_factory=set)
 
-    def skip(self, reason: str, name: str, count: int = 1) -> None:
+    def skip(self, reason: str, name: str, count: int = 1, image: Optional[str] = None) -> None:
         self.skipped[reason] += count
+        if image:
+            self.thinned.add(image.strip())
         kept = self.examples.setdefault(reason, [])
         if len(kept) < EXAMPLES_PER_REASON:
             kept.append(name)
@@ -74,15 +79,16 @@ class _Grouper:
 
     def add(self, image: Any, caption: Any, name: str) -> None:
         self.ann.samples += 1
+        known = image if isinstance(image, str) and not _has_surrogates(image) else None
         if not isinstance(image, str) or not image.strip() or not isinstance(caption, str):
-            self.ann.skip("unreadable_row", f"{name} (image {image!r}, caption {caption!r})"[:200])
+            self.ann.skip("unreadable_row", f"{name} (image {image!r}, caption {caption!r})"[:200], image=known)
             return
         if _has_surrogates(image) or _has_surrogates(caption):
-            self.ann.skip("unreadable_row", f"{name} (not UTF-8)")
+            self.ann.skip("unreadable_row", f"{name} (not UTF-8)", image=known)
             return
         caption = " ".join(caption.split())
         if not caption:
-            self.ann.skip("empty_caption", f"{name} ({image})")
+            self.ann.skip("empty_caption", f"{name} ({image})", image=image)
             return
         image = image.strip()
         if image not in self.index:
@@ -128,7 +134,8 @@ def read_karpathy(path: str | Path) -> Annotations:
         captions = entry["caption"] if isinstance(entry["caption"], list) else [entry["caption"]]
         if not captions:
             ann.samples += 1
-            ann.skip("empty_caption", f"{name} ({entry['image']}: empty caption list)")
+            image = entry["image"] if isinstance(entry["image"], str) else None
+            ann.skip("empty_caption", f"{name} ({entry['image']}: empty caption list)", image=image)
         for j, caption in enumerate(captions):
             group.add(entry["image"], caption, name if len(captions) == 1 else f"{name}.caption[{j}]")
     return ann
@@ -169,14 +176,19 @@ def read_table(path: str | Path, image_key: str = "image", caption_key: str = "c
     path = Path(path)
     if sep is None:
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    sep = {"tab": "\t", "\\t": "\t", "comma": ","}.get(sep, sep)
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise ConfigError(f"{key_prefix}.sep={sep!r} must be one character (or 'tab')")
     try:
-        f = open(path, encoding="utf-8", errors="surrogateescape", newline="")
+        # utf-8-sig: a byte-order mark (tables saved by Excel) is not part of the first column's name
+        f = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
     except FileNotFoundError as err:
         raise DataError(f"annotation file {str(path)!r} does not exist") from err
     ann = Annotations(str(path))
     group = _Grouper(ann)
     with f:
-        reader = csv.reader(f, delimiter=sep)
+        # strict: a stray quote is a malformed row, not the start of a field that swallows lines
+        reader = csv.reader(f, delimiter=sep, strict=True)
         try:
             header = next(reader)
         except StopIteration:

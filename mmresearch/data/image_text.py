@@ -28,13 +28,14 @@ from torch.utils.data import DataLoader
 
 from mmresearch.data.base import CaptionDataModule
 from mmresearch.data.batch import ImageTextBatch
-from mmresearch.data.captioned_images import CaptionedImages, CaptionPairs, image_path
+from mmresearch.data.captioned_images import CaptionedImages, CaptionPairs, image_path, read_rgb
 from mmresearch.data.collate import PADDING_MODES, EvalCollate, TrainCollate
 from mmresearch.data.formats import FORMATS, READERS, Annotations, ImageCaptions
 from mmresearch.data.sampler import CAPTION_SAMPLING, CaptionPairSampler
-from mmresearch.data.skips import DataError, SkipLedger, check_fraction, format_counts
+from mmresearch.data.skips import DataError, SkipLedger, Skipped, check_fraction, format_counts
 from mmresearch.data.transforms import build_transforms, resolve_image_config
 from mmresearch.data.webdataset import WebDatasetPairs, webdataset_loader
+from mmresearch.modules.losses.distributed import world_info
 from mmresearch.utils.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def _source(spec: Optional[Mapping[str, Any]], split: str, root: Optional[str] =
         spec["image_root"] = _under(root, spec["image_root"]) if spec.get("image_root") else str(Path(spec["path"]).parent)
     elif root is not None:
         urls = spec["urls"]
-        spec["urls"] = [_under(root, u) for u in ([urls] if isinstance(urls, str) else urls)]
+        parts = [p for u in ([urls] if isinstance(urls, str) else urls) for p in str(u).split("::")]
+        spec["urls"] = [p if ":" in p.split("/")[0] else _under(root, p) for p in parts]  # URLs (s3://, pipe:) as given
     return {"format": fmt, **spec}
 
 
@@ -226,29 +228,42 @@ class ImageTextDataModule(CaptionDataModule):
     # Reading the sources
 
     def setup(self, stage: Optional[str] = None) -> None:
-        if self._splits:
+        """Reads the sources. ``fit`` (or None) reads all splits; ``validate``/``test``/``predict``
+        only the evaluation splits (the training annotations only when the splits are drawn from
+        them, and then without checking the training images)."""
+        training = stage in (None, "fit")
+        if "val" in self._splits and "test" in self._splits and ("train" in self._splits or not training):
             return
         train_spec = self.sources["train"]
         items: Dict[str, List[ImageCaptions]] = {}
         if train_spec["format"] == "webdataset":
-            self._splits["train"] = WebDatasetPairs(
-                train_spec["urls"], train_spec["num_samples"], self.train_transform,
-                shuffle_buffer=int(train_spec.get("shuffle_buffer") or 0), seed=self.seed, batch_size=self.batch_size,
-            )
-        else:
+            if training:
+                rank, world = world_info()
+                self._splits["train"] = WebDatasetPairs(
+                    train_spec["urls"], train_spec["num_samples"], self.train_transform,
+                    shuffle_buffer=int(train_spec.get("shuffle_buffer") or 0), seed=self.seed, batch_size=self.batch_size,
+                    rank=rank, world_size=world,
+                )
+        elif training or self.split_sizes:
             ann = read_source(train_spec, "train")
             drawn = split_by_image(ann.items, self.split_sizes, self.split_seed) if self.split_sizes else {"train": ann.items}
-            kept = self._drop_missing(drawn["train"], train_spec["image_root"], ann)
-            self.skip_ledger.add_setup(ann.skipped, ann.samples, ann.examples)
-            log.info("data.train (%s): %d images, %d captions; skipped at set-up: %s", ann.source, len(kept),
-                     sum(len(i.captions) for i in kept), format_counts(ann.skipped))
-            check_fraction(f"reading data.train ({ann.source})", ann.skipped, ann.samples - sum(ann.skipped.values()),
-                           self.max_skipped_fraction, ann.examples)
-            items["train"] = kept
             for name in ("val", "test"):
                 if name in drawn:
-                    self._check_eval_files(drawn[name], train_spec["image_root"], name, ann.source)
+                    thinned = sorted(ann.thinned & {item.image for item in drawn[name]})
+                    if thinned:
+                        raise DataError(
+                            f"images {thinned[:5]} drawn into evaluation split {name!r} lost rows of {ann.source} "
+                            f"({format_counts(ann.skipped)} in all); evaluation sets never skip samples: fix the file"
+                        )
                     items[name] = drawn[name]
+            if training:
+                kept = self._drop_missing(drawn["train"], train_spec["image_root"], ann)
+                self.skip_ledger.add_setup(ann.skipped, ann.samples, ann.examples)
+                log.info("data.train (%s): %d images, %d captions; skipped at set-up: %s", ann.source, len(kept),
+                         sum(len(i.captions) for i in kept), format_counts(ann.skipped))
+                check_fraction(f"reading data.train ({ann.source})", ann.skipped, ann.samples - sum(ann.skipped.values()),
+                               self.max_skipped_fraction, ann.examples)
+                items["train"] = kept
         for name in ("val", "test"):
             spec = self.sources[name]
             if spec is not None:
@@ -258,10 +273,11 @@ class ImageTextDataModule(CaptionDataModule):
                         f"evaluation split {name!r} ({ann.source}) has rows that cannot be used ({format_counts(ann.skipped)}), "
                         f"e.g. {[n for names in ann.examples.values() for n in names][:5]}; evaluation sets never skip samples: fix the file"
                     )
-                self._check_eval_files(ann.items, spec["image_root"], name, ann.source)
                 items[name] = ann.items
         for name, split_items in items.items():
             root = (self.sources[name] or train_spec)["image_root"]
+            if name != "train":
+                self._check_eval_images(split_items, root, name, (self.sources[name] or train_spec)["path"])
             transform = self.train_transform if name == "train" else self.eval_transform
             self._splits[name] = CaptionedImages(split_items, root, transform, split=name, strict=name != "train")
 
@@ -278,20 +294,28 @@ class ImageTextDataModule(CaptionDataModule):
                 ann.skip("missing_image", path, count=len(item.captions))
         return kept
 
-    def _check_eval_files(self, items: List[ImageCaptions], root: str, split: str, source: str) -> None:
+    def _check_eval_images(self, items: List[ImageCaptions], root: str, split: str, source: str) -> None:
+        """Every evaluation image exists and decodes, checked the same way on every rank at set-up
+        (an image failing later, on the one rank whose shard holds it, would stall the others)."""
         if not self.check_files:
             return
-        missing = [image_path(root, item.image) for item in items if not os.path.isfile(image_path(root, item.image))]
-        if missing:
+        bad = []
+        for item in items:
+            path = image_path(root, item.image)
+            problem = read_rgb(path) if os.path.isfile(path) else Skipped("missing_image", path)
+            if isinstance(problem, Skipped):
+                bad.append(f"{path} ({problem.reason})")
+        if bad:
             raise DataError(
-                f"{len(missing)} image(s) of evaluation split {split!r} ({source}) do not exist, e.g. {missing[:5]}; "
-                "evaluation sets never skip samples: fix the paths (data.<split>.image_root) or the annotations"
+                f"{len(bad)} image(s) of evaluation split {split!r} ({source}) are missing or cannot be read, e.g. {bad[:5]}; "
+                "evaluation sets never skip samples: fix the files, the paths (data.<split>.image_root) or the annotations"
             )
 
     def dataset(self, split: str):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; allowed: {list(SPLITS)}")
-        self.setup()
+        if split not in self._splits:
+            self.setup("fit" if split == "train" else "test")
         return self._splits[split]
 
     # ------------------------------------------------------------------------------------------
@@ -307,7 +331,8 @@ class ImageTextDataModule(CaptionDataModule):
         if isinstance(ds, WebDatasetPairs):
             if len(ds) == 0:
                 raise ConfigError(f"data.train.num_samples={ds.num_samples} is less than one batch per rank (data.batch_size={self.batch_size})")
-            return webdataset_loader(ds, collate, self.num_workers, self.pin_memory)
+            ds.set_epoch(self._fit_epoch())  # before the workers start (see _fit_epoch)
+            return webdataset_loader(ds, collate, self.num_workers, self.pin_memory, torch.Generator().manual_seed(self.seed))
         sampler = CaptionPairSampler(len(ds), ds.counts, self.caption_sampling, self.seed)
         describe = f"{len(ds)} training images, data.caption_sampling={self.caption_sampling!r}"
         return self._pair_loader(CaptionPairs(ds), sampler, collate, describe)
@@ -328,15 +353,42 @@ class ImageTextDataModule(CaptionDataModule):
         counted as ``ddp_balance``)."""
         if not isinstance(batch, ImageTextBatch) or batch.skipped is None or self.trainer is None or not self.trainer.training:
             return batch
+        size = batch.num_images
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            size = torch.tensor([batch.num_images], device=batch.images.device)
-            dist.all_reduce(size, op=dist.ReduceOp.MIN)
-            cut = batch.num_images - int(size)
-            if cut:
-                batch.first_pairs(int(size))
-                self.skip_ledger.add_dropped("ddp_balance", cut)
+            smallest = torch.tensor([size], device=batch.images.device)
+            dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+            size = int(smallest)
+        if size == 0:  # decided from the reduced size, so every rank stops together
+            raise DataError(
+                f"a training batch had no usable sample (on this rank: {batch.num_images} of {batch.num_images + sum(map(len, batch.skipped.values()))}; "
+                f"skipped {batch.skipped}); the data is too broken to train on"
+            )
+        if size < batch.num_images:
+            self.skip_ledger.add_dropped("ddp_balance", batch.num_images - size)
+            batch.first_pairs(size)
         self.skip_ledger.add_batch(batch.skipped, batch.num_images)
         return batch
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The skip counts so far (stored in checkpoints: a resumed run reports every epoch)."""
+        ledger = self.skip_ledger
+        return {"skip_history": list(ledger.history), "epoch_skipped": dict(ledger.epoch_skipped), "epoch_used": ledger.epoch_used,
+                "examples": {k: list(v) for k, v in ledger.examples.items()}}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restores the counts when a fit resumes (testing the best checkpoint keeps this run's)."""
+        fn = getattr(getattr(self.trainer, "state", None), "fn", None) if self.trainer is not None else None
+        if fn is not None and str(getattr(fn, "value", fn)) != "fit":
+            return
+        ledger = self.skip_ledger
+        ledger.history = list(state.get("skip_history", []))
+        # the epoch in progress: the checkpoint holds rank 0's counts; the other ranks' are lost
+        # (a mid-epoch resume under DDP undercounts that one epoch rather than multiply it)
+        if getattr(self.trainer, "global_rank", 0) == 0 if self.trainer is not None else True:
+            ledger.epoch_skipped.update(state.get("epoch_skipped", {}))
+            ledger.epoch_used += int(state.get("epoch_used", 0))
+        for reason, names in state.get("examples", {}).items():
+            ledger.examples.setdefault(reason, list(names))
 
 
 def _positive(name: str, value: Any) -> int:

@@ -17,7 +17,14 @@ share starts over on them (a warning says so: the stated count is larger than th
 
 Shuffling: a buffer of ``shuffle_buffer`` samples per worker (0: shard order), seeded by ``(seed,
 epoch, rank, worker)``. Bad samples are :class:`~mmresearch.data.skips.Skipped` markers, counted by
-the collate like those of map-style data; an unreadable shard is one ``unreadable_row``.
+the collate like those of map-style data. A shard that cannot be read, or a truncated one, gives
+``unreadable_row`` markers for the samples it is expected to have lost (``num_samples / shards``
+minus those read), and the stream goes on with the next shard.
+
+Shard sizes are not known in advance, so every worker's share of an epoch is the same whatever
+its shards hold: with shards of very unequal sizes, a worker whose shards run short reads them
+again (a warning says so) while another stops before the end of its shards. Shards written by
+``mmr-write-shards`` hold equal counts (except the last).
 
 Not resumable mid-epoch: a run resumed from a mid-epoch checkpoint starts that epoch's stream again.
 """
@@ -30,7 +37,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -106,13 +113,16 @@ class WebDatasetPairs(IterableDataset):
         transform: PIL RGB image -> float ``[3, S, S]``.
         shuffle_buffer: samples held for shuffling per worker (0: none).
         seed: base seed of the shard order, the buffer and caption choice.
+        batch_size: samples per batch; each worker yields whole batches.
+        rank, world_size: this process's place in DDP, taken in the main process (a worker
+            started with spawn cannot ask torch.distributed); None: asked when iterating.
 
     Items: ``{"image", "image_id", "caption", "text_id"}`` (ids from the shard path as given in
     ``urls`` and the sample key, stable across runs) or a :class:`~mmresearch.data.skips.Skipped` marker.
     """
 
     def __init__(self, urls: Union[str, Sequence[str]], num_samples: int, transform: Callable, shuffle_buffer: int = 1000,
-                 seed: int = 0, batch_size: int = 1) -> None:
+                 seed: int = 0, batch_size: int = 1, rank: Optional[int] = None, world_size: Optional[int] = None) -> None:
         self.shards = expand_urls(urls)
         if not self.shards:
             raise DataError(f"no WebDataset shards in {urls!r}")
@@ -126,6 +136,9 @@ class WebDatasetPairs(IterableDataset):
         self.shuffle_buffer = int(shuffle_buffer)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
+        self.rank, self.world_size = rank, world_size
+        #: samples a shard is expected to hold: an unreadable shard counts as this many skipped
+        self.expected_per_shard = -(-self.num_samples // len(self.shards))
         # shared with forked workers: the epoch a worker reads when its stream starts
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
 
@@ -135,9 +148,14 @@ class WebDatasetPairs(IterableDataset):
     def batches_per_rank(self, world_size: int) -> int:
         return self.num_samples // world_size // self.batch_size
 
+    def _place(self) -> tuple[int, int]:
+        if self.rank is not None and self.world_size is not None:
+            return int(self.rank), int(self.world_size)
+        return world_info()
+
     def __len__(self) -> int:
         """Samples this rank yields per epoch (whole batches)."""
-        return self.batches_per_rank(world_info()[1]) * self.batch_size
+        return self.batches_per_rank(self._place()[1]) * self.batch_size
 
     def worker_plan(self, epoch: int, rank: int, world: int, worker: int, workers: int) -> tuple[List[str], int]:
         """The shards one worker reads in an epoch and how many samples it yields."""
@@ -152,7 +170,7 @@ class WebDatasetPairs(IterableDataset):
         return mine, (batches // workers + (1 if worker < batches % workers else 0)) * self.batch_size
 
     def __iter__(self) -> Iterator[Union[Dict[str, Any], Skipped]]:
-        rank, world = world_info()
+        rank, world = self._place()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = int(self._epoch)
@@ -162,7 +180,8 @@ class WebDatasetPairs(IterableDataset):
         for round_ in range(1 << 30):
             if round_ == 1:
                 log.warning("WebDataset: the shards of one worker ran out after %d samples, before its share (%d) of "
-                            "data.train.num_samples; it reads them again (samples repeat within the epoch)", produced, quota)
+                            "data.train.num_samples (larger than the data, or shards of unequal sizes); it reads them "
+                            "again (samples repeat within the epoch)", produced, quota)
             fresh = 0
             for sample in self._shuffled(self._samples(shards), rng):
                 if produced == quota:
@@ -186,12 +205,21 @@ class WebDatasetPairs(IterableDataset):
             return True
 
         for shard in shards:
+            read, failed = 0, False
             for sample in tarfile_samples([{"url": shard}], handler=keep):
+                read += 1
                 yield sample
-                while errors:
-                    yield {"__error__": errors.pop(0), "__url__": shard}
-            while errors:
-                yield {"__error__": errors.pop(0), "__url__": shard}
+                failed = failed or bool(errors)
+                errors.clear()
+            failed = failed or bool(errors)
+            errors.clear()
+            if failed:
+                # the rest of the shard is lost: count the samples it should still have held (an
+                # estimate, num_samples / shards), so a broken shard weighs in the skip limit
+                # as much as the data it lost, and the quota is not filled up with repeats
+                lost = max(1, self.expected_per_shard - read)
+                for _ in range(lost):
+                    yield {"__error__": f"unreadable after {read} samples (~{lost} samples lost)", "__url__": shard}
 
     def _shuffled(self, samples: Iterator[Dict[str, Any]], rng: np.random.Generator) -> Iterator[Dict[str, Any]]:
         if self.shuffle_buffer <= 1:
@@ -212,8 +240,7 @@ class WebDatasetPairs(IterableDataset):
         shard = str(sample.get("__url__", "?"))
         url = Path(shard).name
         if "__error__" in sample:
-            err = sample["__error__"]
-            return Skipped("unreadable_row", url, f"{type(err).__name__}: {err}"[:160])
+            return Skipped("unreadable_row", url, str(sample["__error__"])[:160])
         key = str(sample.get("__key__", "?"))
         name = f"{url}:{key}"
         captions = sample_captions(sample)
@@ -254,12 +281,13 @@ class EpochSignal:
         return iter(self.sampler)
 
 
-def webdataset_loader(dataset: WebDatasetPairs, collate: Callable, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+def webdataset_loader(dataset: WebDatasetPairs, collate: Callable, num_workers: int, pin_memory: bool,
+                      generator: Optional[torch.Generator] = None) -> torch.utils.data.DataLoader:
     """A DataLoader of ``dataset.batch_size`` batches over the stream; every rank gets the same
     number of batches, ``len(loader)``."""
     from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=dataset.batch_size, drop_last=True, collate_fn=collate, num_workers=num_workers,
-                        pin_memory=pin_memory, persistent_workers=False)
+                        pin_memory=pin_memory, persistent_workers=False, generator=generator)
     loader.batch_sampler.sampler = EpochSignal(dataset, loader.batch_sampler.sampler)
     return loader

@@ -44,8 +44,8 @@ def test_coco_config(compose_cfg, tmp_path):
     val = write_images(tmp_path / "val2017", 5, seed=1)
     write_coco(tmp_path / "annotations/captions_train2017.json", captions_for(train, 5))
     write_coco(tmp_path / "annotations/captions_val2017.json", captions_for(val, 5))
-    dm = _build(compose_cfg, ["data=coco", f"data.root={tmp_path}"])
-    assert (len(dm.train_dataset), len(dm.test_dataset)) == (12, 5)
+    dm = _build(compose_cfg, ["data=coco", f"data.root={tmp_path}", "data.split.val=3"])
+    assert (len(dm.train_dataset), len(dm.val_dataset), len(dm.test_dataset)) == (9, 3, 5)  # val drawn from train2017
     assert dm.test_dataset.paths[0].startswith(str(tmp_path / "val2017"))
 
 

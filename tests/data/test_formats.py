@@ -98,3 +98,13 @@ def test_real_flickr8k_mini_csv():
     assert len(ann.items) == 1000 and ann.samples == 5000 and not ann.skipped
     assert all(len(item.captions) == 5 for item in ann.items)
     assert all((FLICKR_MINI / "images" / item.image).is_file() for item in ann.items)
+
+
+def test_csv_byte_order_mark_and_separator_names(tmp_path):
+    path = tmp_path / "excel.tsv"
+    path.write_bytes("\ufeffimage\tcaption\na.jpg\ta caption\n".encode("utf-8"))
+    assert _as_dict(read_table(path)) == {"a.jpg": ["a caption"]}
+    assert _as_dict(read_table(path, sep="tab")) == {"a.jpg": ["a caption"]}
+    assert _as_dict(read_table(path, sep="\\t")) == {"a.jpg": ["a caption"]}  # as typed on a command line
+    with pytest.raises(ConfigError, match=r"data.train.sep=';;' must be one character"):
+        read_table(path, sep=";;", key_prefix="data.train")

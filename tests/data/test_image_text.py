@@ -153,10 +153,46 @@ def test_evaluation_never_drops(tmp_path):
         dm.setup()
     shutil.copy(images / "img001.jpg", images / "gone.jpg")
     write_corrupt(images, "gone.jpg")
+    # a corrupt evaluation image: found at set-up on every rank alike (not later, on one rank only)
     dm = _module(path, split={"val": 2}, test={"format": "karpathy", "path": str(ev), "image_root": str(images)})
+    with pytest.raises(DataError, match=r"evaluation split 'test'.*gone\.jpg \(corrupt_image\)"):
+        dm.setup()
+    # without the set-up check, loading it is still an error naming the file
+    dm = _module(path, split={"val": 2}, test={"format": "karpathy", "path": str(ev), "image_root": str(images)}, check_files=False)
     dm.setup()
     with pytest.raises(DataError, match=r"cannot read image .*gone\.jpg of evaluation split 'test'.*corrupt_image"):
         list(dm.test_dataloader())
+
+
+def test_drawn_evaluation_images_must_be_whole(tmp_path):
+    """A row lost from an image that the split then puts into val/test is an error, not a thinned
+    evaluation set; the same row lost from a training image is only counted."""
+    from mmresearch.data.formats import read_table
+
+    path = _flickr_like(tmp_path, n=12)
+    test_image = split_by_image(read_table(path).items, {"val": 2, "test": 2}, seed=0)["test"][0].image
+    train_image = split_by_image(read_table(path).items, {"val": 2, "test": 2}, seed=0)["train"][0].image
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(path.read_bytes() + f"{test_image},   \n".encode())
+    with pytest.raises(DataError, match=rf"images \['{test_image}'\] drawn into evaluation split 'test' lost rows"):
+        _module(broken, max_skipped_fraction=0.5).setup()
+    broken.write_bytes(path.read_bytes() + f"{train_image},   \n".encode())
+    dm = _module(broken, max_skipped_fraction=0.5)
+    dm.setup()
+    assert dict(dm.skip_ledger.setup_skipped) == {"empty_caption": 1}
+
+
+def test_evaluation_only_setup_does_not_need_training_images(tmp_path):
+    path = _flickr_like(tmp_path)
+    clean = write_csv(tmp_path / "eval.csv", captions_for(["img001.jpg", "img002.jpg"], 2))
+    train = write_csv(tmp_path / "train.csv", {"nowhere.jpg": ["x"]})  # would fail the skip limit
+    ev = {"format": "csv", "path": str(clean), "image_root": str(tmp_path / "images")}
+    dm = ImageTextDataModule(TOKENIZER, train={"format": "csv", "path": str(train)}, val=ev, test=ev, image_size=32, batch_size=2)
+    dm.setup("test")
+    assert len(dm.test_dataset) == 2 and "train" not in dm._splits
+    with pytest.raises(DataQualityError):
+        dm.setup("fit")
+    assert path.exists()
 
 
 def test_source_config_errors(tmp_path):
@@ -225,3 +261,52 @@ def test_real_flickr8k_mini(tmp_path):
     assert batch.images.shape == (32, 3, 64, 64) and batch.skipped == {}
     test = next(iter(dm.test_dataloader()))
     assert test.num_texts == 5 * test.num_images
+
+
+def test_loader_starts_at_the_fit_loops_epoch_with_workers(tmp_path):
+    """Lightning starts the training iterator before it calls set_epoch, and workers draw their
+    first indices at once: the loader must already be at the epoch being trained (a resumed run
+    would otherwise replay epoch 0's order)."""
+    from types import SimpleNamespace
+
+    dm = _module(_flickr_like(tmp_path, n=20), num_workers=2)
+    dm.setup()
+    progress = SimpleNamespace(current=SimpleNamespace(processed=2))
+    dm.trainer = SimpleNamespace(fit_loop=SimpleNamespace(epoch_progress=progress), limit_train_batches=None)
+    loader = dm.train_dataloader()
+    first = next(iter(loader)).text_ids.tolist()
+    expected = loader.sampler.indices(2)[: dm.batch_size].tolist()
+    assert first == expected != loader.sampler.indices(0)[: dm.batch_size].tolist()
+
+
+def test_skip_counts_survive_a_checkpoint(tmp_path):
+    dm = _module(_flickr_like(tmp_path))
+    dm.skip_ledger.history.append({"epoch": 0, "used": 10, "skipped": {"corrupt_image": 1}, "fraction": 0.09})
+    dm.skip_ledger.add_batch({"corrupt_image": ["x.jpg"]}, 3)
+    state = dm.state_dict()
+    other = _module(_flickr_like(tmp_path / "b"))
+    other.load_state_dict(state)
+    assert other.skip_ledger.history == dm.skip_ledger.history
+    assert dict(other.skip_ledger.epoch_skipped) == {"corrupt_image": 1} and other.skip_ledger.epoch_used == 3
+
+
+def test_a_batch_with_no_usable_sample_stops_the_run(tmp_path):
+    from types import SimpleNamespace
+
+    from mmresearch.data.collate import TrainCollate
+    from mmresearch.data.skips import Skipped
+
+    dm = _module(_flickr_like(tmp_path))
+    dm.trainer = SimpleNamespace(training=True)
+    collate = TrainCollate(TOKENIZER, report_skips=True, normalize=False, with_negatives=False, with_questions=False)
+    batch = collate([Skipped("corrupt_image", "a.jpg"), Skipped("missing_image", "b.jpg")])
+    assert batch.num_images == 0 and set(batch.skipped) == {"corrupt_image", "missing_image"}
+    with pytest.raises(DataError, match="no usable sample"):
+        dm.on_after_batch_transfer(batch, 0)
+
+
+def test_webdataset_urls_under_root():
+    from mmresearch.data.image_text import _source
+
+    spec = _source({"format": "webdataset", "urls": "a/{0..1}.tar::s3://bucket/x.tar::/abs/y.tar", "num_samples": 4}, "train", "/data")
+    assert spec["urls"] == ["/data/a/{0..1}.tar", "s3://bucket/x.tar", "/abs/y.tar"]

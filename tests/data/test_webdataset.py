@@ -297,12 +297,14 @@ GOOD_CAPTIONS = {"a red square", "first one", "second one", "a blue square"}
 
 def test_bad_samples_become_skip_markers_with_their_reason(bad_shards, transform):
     shards, expected = bad_shards
-    ds = WebDatasetPairs(shards, 10, transform, shuffle_buffer=0, batch_size=10)  # 9 samples + 1 garbage shard
+    # 9 samples + 1 garbage shard; a shard is expected to hold 18 / 2 = 9 samples, so the
+    # garbage shard counts as 9 lost samples (not 1) and the epoch is not filled with repeats
+    ds = WebDatasetPairs(shards, 18, transform, shuffle_buffer=0, batch_size=18)
     items = list(ds)
-    assert len(items) == 10
+    assert len(items) == 18
     skipped = [item for item in items if isinstance(item, Skipped)]
     assert {s.name: s.reason for s in skipped} == expected
-    assert len(skipped) == len(expected)
+    assert len(skipped) == len(expected) - 1 + 9 and sum(s.name == "garbage.tar" for s in skipped) == 9
     good = [item for item in items if not isinstance(item, Skipped)]
     assert len(good) == 3
     assert {item["caption"] for item in good} <= GOOD_CAPTIONS
@@ -316,13 +318,14 @@ def test_bad_samples_become_skip_markers_with_their_reason(bad_shards, transform
 def test_collate_leaves_skipped_samples_out_and_counts_them(bad_shards, transform, tokenizer):
     shards, expected = bad_shards
     want = Counter(expected.values())
-    ds = WebDatasetPairs(shards, 10, transform, shuffle_buffer=0, batch_size=10)
+    want["unreadable_row"] += 8  # the garbage shard: 9 expected samples lost
+    ds = WebDatasetPairs(shards, 18, transform, shuffle_buffer=0, batch_size=18)
     collate = collate_for(tokenizer)
     batch = collate(list(ds))
     assert batch.images.shape == (3, 3, 32, 32) and batch.input_ids.shape[0] == 3
     assert {reason: len(names) for reason, names in batch.skipped.items()} == want
     assert any(name.startswith("bad.tar:corrupt") for name in batch.skipped["corrupt_image"])
-    # the same through the loader (one batch of 10 per epoch)
+    # the same through the loader (one batch of 18 per epoch)
     loader = webdataset_loader(ds, collate, num_workers=0, pin_memory=False)
     [batch] = list(loader)
     assert batch.images.shape[0] == 3
