@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mmresearch.modules.losses.base import Columns, ContrastiveLoss, check_number, make_view
@@ -27,6 +28,19 @@ def _soft_cross_entropy(logits: Tensor, positives: Tensor, label_smoothing: floa
     if label_smoothing > 0:
         target = target * (1.0 - label_smoothing) + label_smoothing / logits.shape[1]
     return -(target * logits.log_softmax(dim=1)).sum(dim=1).mean()
+
+
+def _pair_labels(view, negatives: Optional[Tensor], negative_ids: Optional[Tensor]) -> Optional[Tensor]:
+    """``[R]`` column of each row's only positive (``offset + arange(R)``) when every row has
+    exactly one: the batch is paired (image and text column ids equal), the ids are distinct, and
+    no hard negative is true of a row's image. None otherwise (several captions per image)."""
+    ids = view.image_col_ids
+    if not torch.equal(ids, view.text_col_ids) or torch.unique(ids).numel() != ids.numel():
+        return None
+    if negatives is not None and negative_ids is not None and bool((view.image_row_ids[:, None] == negative_ids[None, :]).any()):
+        return None
+    r = view.image_rows.shape[0]
+    return torch.arange(r, device=ids.device) + view.offset
 
 
 def infonce_loss(
@@ -67,6 +81,13 @@ def infonce_loss(
     view = make_view(image_features, text_features, image_ids, text_image_ids, columns)
     logits_i2t = logit_scale * view.image_rows @ view.text_cols.T  # [R, G]
     logits_t2i = logit_scale * view.text_rows @ view.image_cols.T  # [R, G]
+    labels = _pair_labels(view, negatives, negative_ids)
+    if labels is not None:  # one positive per row: the same loss through the fused cross entropy
+        if negatives is not None:
+            logits_i2t = torch.cat([logits_i2t, logit_scale * view.image_rows @ negatives.T], dim=1)  # [R, G + M]
+        loss_i2t = F.cross_entropy(logits_i2t, labels, label_smoothing=label_smoothing)
+        loss_t2i = F.cross_entropy(logits_t2i, labels, label_smoothing=label_smoothing)
+        return {"loss": (loss_i2t + loss_t2i) / 2, "loss_i2t": loss_i2t, "loss_t2i": loss_t2i}
     positives_i2t = view.positives_i2t()
     if negatives is not None:
         logits_i2t = torch.cat([logits_i2t, logit_scale * view.image_rows @ negatives.T], dim=1)  # [R, G + M]

@@ -168,3 +168,42 @@ def test_losses_without_hard_negative_support_refuse_them():
     x = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
     with pytest.raises(ValueError, match="does not take hard-negative captions"):
         build_loss("siglip")(x, x, torch.tensor(10.0), hard_negative_text_features=x)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("with_negatives", [False, True])
+def test_one_positive_fast_path_equals_soft_targets(batch, monkeypatch, eps, with_negatives):
+    """Paired batches with distinct ids go through F.cross_entropy with integer labels (as fast
+    as open_clip's ClipLoss); values and gradients equal the soft-target path's."""
+    import mmresearch.modules.losses.infonce as infonce
+
+    images, texts, _ = batch(n=6, d=5)
+    ids = torch.tensor([7, 3, 9, 1, 4, 8])
+    negatives = torch.nn.functional.normalize(torch.randn(3, 5, dtype=torch.float64), dim=-1) if with_negatives else None
+    negative_ids = torch.tensor([-1, 2, -1]) if with_negatives else None  # true of no row's image
+    scale = torch.tensor(2.0, dtype=torch.float64)
+
+    def run():
+        i, t = images.clone().requires_grad_(True), texts.clone().requires_grad_(True)
+        out = infonce.infonce_loss(i, t, scale, ids, ids, label_smoothing=eps, negatives=negatives, negative_ids=negative_ids)
+        out["loss"].backward()
+        return out, i.grad, t.grad
+
+    assert infonce._pair_labels(infonce.make_view(images, texts, ids, ids), negatives, negative_ids) is not None
+    fast, fast_gi, fast_gt = run()
+    monkeypatch.setattr(infonce, "_pair_labels", lambda *a: None)
+    soft, soft_gi, soft_gt = run()
+    for key in fast:
+        torch.testing.assert_close(fast[key], soft[key], rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_gi, soft_gi, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_gt, soft_gt, rtol=0, atol=1e-12)
+
+
+def test_fast_path_only_with_one_positive_per_row(batch):
+    from mmresearch.modules.losses.infonce import _pair_labels, make_view
+
+    images, texts, _ = batch(n=4, d=3)
+    assert _pair_labels(make_view(images, texts, torch.tensor([5, 5, 2, 8]), torch.tensor([5, 5, 2, 8])), None, None) is None
+    unique = torch.tensor([5, 6, 2, 8])
+    assert _pair_labels(make_view(images, texts, unique, unique), torch.zeros(1, 3), torch.tensor([6])) is None  # negative true of row 1
+    assert _pair_labels(make_view(images, texts, unique, unique), torch.zeros(1, 3), torch.tensor([-1])).tolist() == [0, 1, 2, 3]
