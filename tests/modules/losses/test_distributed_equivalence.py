@@ -39,6 +39,7 @@ LOSS_CASES = {
     "ntxent": ("ntxent", {}),
     "margin": ("margin", {"margin": 1.2}),
     "infonce_hard_negatives": ("infonce", {}),  # + one NegCLIP hard-negative caption per row
+    "infonce_chunked": ("infonce", {"label_smoothing": 0.1, "chunk_size": 3}),  # rows in checkpointed chunks
 }
 # Image id each hard negative is nonetheless true of (-1: none); with pair ids, row i has id i.
 NEG_IDS = {"pairs": [-1, -1, 5, -1, -1, -1, -1, 1], "repeated_ids": [-1, 3, -1, 0, -1, -1, 2, -1]}

@@ -207,3 +207,34 @@ def test_fast_path_only_with_one_positive_per_row(batch):
     unique = torch.tensor([5, 6, 2, 8])
     assert _pair_labels(make_view(images, texts, unique, unique), torch.zeros(1, 3), torch.tensor([6])) is None  # negative true of row 1
     assert _pair_labels(make_view(images, texts, unique, unique), torch.zeros(1, 3), torch.tensor([-1])).tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("ids", [None, IDS4 + [1, 9]], ids=["pairs", "repeated_ids"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("with_negatives", [False, True])
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_chunked_logits_give_the_same_loss_and_gradients(batch, ids, eps, with_negatives, chunk):
+    """Chunks of rows under activation checkpointing: the same values and gradients as the full
+    logits matrix (features, and the learnable logit scale), for one and several positives."""
+    images, texts, id_t = batch(n=6, d=5, ids=ids)
+    negatives = torch.nn.functional.normalize(torch.randn(3, 5, dtype=torch.float64), dim=-1) if with_negatives else None
+    negative_ids = torch.tensor([-1, 5, -1]) if with_negatives else None  # the 2nd is true of image 5 (rows 0, 1)
+
+    def run(chunk_size):
+        i, t = images.clone().requires_grad_(True), texts.clone().requires_grad_(True)
+        scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+        out = InfoNCELoss(label_smoothing=eps, chunk_size=chunk_size)(i, t, scale, id_t, id_t, negatives, negative_ids)
+        out["loss"].backward()
+        return out, (i.grad, t.grad, scale.grad)
+
+    full, full_grads = run(None)
+    chunked, chunked_grads = run(chunk)
+    for key in full:
+        torch.testing.assert_close(chunked[key], full[key], rtol=0, atol=1e-12)
+    for a, b in zip(chunked_grads, full_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_chunk_size_must_be_positive():
+    with pytest.raises(ValueError, match="loss.chunk_size"):
+        InfoNCELoss(chunk_size=0)
