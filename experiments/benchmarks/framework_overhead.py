@@ -45,7 +45,7 @@ def _intervals(starts: list[float], warmup: int) -> list[float]:
 
 
 def plain_loop(model, loader, steps: int) -> list[float]:
-    optimizer = model.optimizer_factory(model.parameters())
+    optimizer = model.make_optimizer()  # the same optimizer (groups, fused) as configure_optimizers
     model.train()
     starts = []
     it = iter(loader)

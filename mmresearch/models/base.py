@@ -9,11 +9,14 @@ from typing import Callable, Dict, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from mmresearch.data.batch import ImageTextBatch
 from mmresearch.evaluation.compositionality import CompositionalityMetric, caption_wins
 from mmresearch.evaluation.metric import RetrievalMetric
+from mmresearch.modules.encoders.compile import compile_encoders
+from mmresearch.optim.fused import resolve_fused
 from mmresearch.optim.param_groups import split_weight_decay
 from mmresearch.utils.checkpoint import CONFIG_KEY
 
@@ -133,16 +136,34 @@ class VisionLanguageModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_retrieval, self.test_compositionality)
 
+    def configure_model(self) -> None:
+        """``torch.compile`` the encoders whose config asks for it (``image_encoder.compile``,
+        ``text_encoder.compile``), in place, once the model is on its device (Lightning calls this
+        before fit, validate and test)."""
+        names = compile_encoders(self)
+        if names:
+            rank_zero_info(f"torch.compile: {', '.join(names)}")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint[CONFIG_KEY] = self.run_config
 
     # ---- optimisation ------------------------------------------------------------------
-    def configure_optimizers(self):
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer of the trainable parameters: the partial ``optimizer`` called with
+        weight-decay groups (``split_weight_decay``); ``fused: auto`` resolved for the parameters'
+        device (``mmresearch.optim.fused``)."""
         weight_decay = 0.0
         if isinstance(self.optimizer_factory, partial):
             weight_decay = float(self.optimizer_factory.keywords.get("weight_decay", 0.0))
-        optimizer = self.optimizer_factory(split_weight_decay(self, weight_decay))
+        groups = split_weight_decay(self, weight_decay)
+        trainer = self._trainer
+        fp16_clipping = trainer is not None and str(trainer.precision).startswith("16") and bool(trainer.gradient_clip_val)
+        factory = resolve_fused(self.optimizer_factory, [p for g in groups for p in g["params"]], fp16_clipping)
+        return factory(groups)
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer()
         if self.scheduler_factory is None:
             return optimizer
         total = total_training_steps(self.trainer)

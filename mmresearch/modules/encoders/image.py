@@ -9,6 +9,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from mmresearch.modules.encoders.compile import CompileSpec, compile_options
 from mmresearch.modules.encoders.outputs import EncoderOutput
 from mmresearch.modules.encoders.weights import KeyMap, LoadReport, load_weights
 from mmresearch.utils.errors import ConfigError, check_choice, unknown_choice
@@ -46,6 +47,9 @@ class TimmImageEncoder(nn.Module):
         freeze: no gradients for the backbone (eval-mode BatchNorm/dropout too).
         grad_checkpointing: timm's activation checkpointing, where the model supports it.
         channels_last: keep the backbone in channels-last memory format (faster CNNs on CPU/GPU).
+        compile: ``torch.compile`` this encoder: ``true``, or a mapping of ``torch.compile``
+            arguments (``{mode: max-autotune}``); applied when training/evaluation starts
+            (``mmresearch.modules.encoders.compile``), state-dict keys unchanged.
         stem_pool: keep the max-pool of a ResNet-style stem. ``False`` replaces it with identity:
             twice the resolution through the network, which keeps small objects legible in small
             images (e.g. 64 px); use narrower stages to keep the cost.
@@ -70,9 +74,11 @@ class TimmImageEncoder(nn.Module):
         checkpoint_path: Optional[str] = None,
         strict: bool = True,
         key_map: KeyMap = None,
+        compile: CompileSpec = False,
     ) -> None:
         super().__init__()
         _check_timm_name(name)
+        self.compile_options = compile_options(compile, "image_encoder.compile")
         if pretrained and checkpoint_path is not None:
             raise ConfigError(
                 f"image_encoder.pretrained=true and image_encoder.checkpoint_path={checkpoint_path!r} both load "

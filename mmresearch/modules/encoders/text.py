@@ -9,6 +9,7 @@ from typing import Any, Iterator, Mapping, Optional, Tuple
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
+from mmresearch.modules.encoders.compile import CompileSpec, compile_options
 from mmresearch.modules.encoders.outputs import EncoderOutput
 from mmresearch.modules.encoders.weights import KeyMap, LoadReport, enforce, load_weights, report_from_hf
 from mmresearch.utils.errors import ConfigError, check_choice
@@ -94,6 +95,8 @@ class HFTextEncoder(nn.Module):
         output: ``"pooled"``, ``"tokens"`` or ``"both"``.
         freeze: no gradients for the model.
         grad_checkpointing: transformers' gradient checkpointing.
+        compile: ``torch.compile`` this encoder: ``true``, or a mapping of ``torch.compile``
+            arguments; applied when training/evaluation starts, state-dict keys unchanged.
         strict: every weight must load: missing or shape-mismatched keys from ``name_or_path``,
             or any mismatch with ``checkpoint_path``, raise ConfigError (task heads such as
             ``pooler.*``, ``cls.*``, ``lm_head.*`` are dropped without one). ``False`` warns.
@@ -120,8 +123,10 @@ class HFTextEncoder(nn.Module):
         strict: bool = True,
         checkpoint_path: Optional[str] = None,
         key_map: KeyMap = None,
+        compile: CompileSpec = False,
     ) -> None:
         super().__init__()
+        self.compile_options = compile_options(compile, "text_encoder.compile")
         check_choice("text_encoder.pooling", pooling, POOLINGS)
         check_choice("text_encoder.output", output, OUTPUTS)
         self.model, self.load_report = _build_model(name_or_path, config, vocab_size, strict)

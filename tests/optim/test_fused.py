@@ -1,0 +1,64 @@
+"""``fused: auto``: torch's fused optimizer where the parameters' device has one, else torch's default."""
+
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from mmresearch.models.base import VisionLanguageModule
+from mmresearch.optim.fused import fused_supported_devices, resolve_fused
+
+
+def _params():
+    return [nn.Parameter(torch.randn(3, 2)), nn.Parameter(torch.randn(2))]
+
+
+def test_auto_becomes_fused_on_supported_devices():
+    assert "cpu" in fused_supported_devices()  # torch >= 2.4
+    factory = resolve_fused(partial(torch.optim.AdamW, lr=1e-3, fused="auto"), _params())
+    assert factory.keywords == {"lr": 1e-3, "fused": True}
+    assert factory(_params()).param_groups[0]["fused"] is True
+
+
+def test_auto_falls_back_to_torch_default():
+    # fp16 loss scaling + gradient clipping: a fused step unscales internally, Lightning could not clip
+    assert resolve_fused(partial(torch.optim.AdamW, fused="auto"), _params(), fp16_with_clipping=True).keywords["fused"] is None
+    # a parameter on a device without fused kernels (meta) or not floating point
+    meta = [nn.Parameter(torch.randn(2, device="meta"))]
+    assert resolve_fused(partial(torch.optim.AdamW, fused="auto"), meta).keywords["fused"] is None
+
+
+@pytest.mark.parametrize("value", [True, False, None])
+def test_explicit_values_pass_through(value):
+    factory = partial(torch.optim.AdamW, fused=value)
+    assert resolve_fused(factory, _params()) is factory
+
+
+def test_fused_and_unfused_adamw_take_the_same_steps():
+    """The fused kernel is the same AdamW: a few steps from the same start give the same weights."""
+    torch.manual_seed(0)
+    start, grads = _params(), [[torch.randn(3, 2), torch.randn(2)] for _ in range(3)]
+    results = []
+    for fused in (None, True):
+        params = [nn.Parameter(p.detach().clone()) for p in start]
+        opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.05, betas=(0.9, 0.98), eps=1e-6, fused=fused)
+        for g in grads:
+            for p, gi in zip(params, g):
+                p.grad = gi.clone()
+            opt.step()
+        results.append([p.detach() for p in params])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+class _Tiny(VisionLanguageModule):
+    def __init__(self, optimizer):
+        super().__init__(optimizer=optimizer)
+        self.layer = nn.Linear(4, 4)
+
+
+def test_model_optimizer_resolves_auto_and_keeps_weight_decay_groups():
+    opt = _Tiny(partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1, fused="auto")).make_optimizer()
+    assert [g["fused"] for g in opt.param_groups] == [True, True]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
