@@ -99,3 +99,13 @@ def run_gloo_worker(rank: int, port: int, out_dir: str, world: int, body) -> Non
     except BaseException:
         (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
         raise
+
+
+def load_benchmark(name: str):
+    """Import ``experiments/benchmarks/<name>.py`` (not a package) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "experiments" / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -41,25 +41,13 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from mmresearch.utils.memory import peak_rss_mb, start_peak_rss
+
 MODES = {
     "global": dict(local_loss=False),  # every rank: G x G logits
     "local": dict(local_loss=True),  # every rank: B x G logits (the default)
     "local_chunked": dict(local_loss=True),  # + chunk_size: chunk x G logits at a time, recomputed in backward
 }
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
-def _reset_peak() -> float:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # VmHWM := VmRSS
-    return _status_mb("VmRSS")
 
 
 def _free_port() -> int:
@@ -100,7 +88,7 @@ def _rank(rank: int, world: int, port: int, args: dict, out_dir: str) -> None:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
     else:
-        base = _reset_peak()
+        base = start_peak_rss(trim=False)
     start = time.perf_counter()
     loss = loss_fn(image, text, scale)["loss"]
     loss.backward()
@@ -108,7 +96,7 @@ def _rank(rank: int, world: int, port: int, args: dict, out_dir: str) -> None:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak = _status_mb("VmHWM")
+        peak = peak_rss_mb()
     seconds = time.perf_counter() - start
     total = loss.detach().clone()
     dist.all_reduce(total)

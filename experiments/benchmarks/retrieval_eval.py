@@ -31,12 +31,13 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mmresearch.utils.memory import peak_rss_mb, start_peak_rss
 
 KEYS = [f"{d}_{m}" for d in ("i2t", "t2i") for m in ("R@1", "R@5", "R@10", "MRR", "mAP")] + ["rsum"]
 
@@ -56,31 +57,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--child", choices=["ours", "torchmetrics"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--inputs", type=Path, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    raise KeyError(field)
-
-
-def _start_peak_tracking() -> float:
-    """Resets the peak RSS to the current RSS where Linux allows it; returns the baseline (MiB)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # VmHWM := VmRSS
-        return _status_mb("VmRSS")
-    except OSError:  # no reset: the increase of the high-water mark (a lower bound)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _peak_mb() -> float:
-    try:
-        return _status_mb("VmHWM")
-    except (OSError, KeyError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def build_inputs(args):
@@ -186,13 +162,13 @@ def child(args) -> None:
         import mmresearch.evaluation.retrieval  # noqa: F401  (imported before the baseline)
     else:
         import torchmetrics.retrieval  # noqa: F401
-    times, load, base = [], os.getloadavg()[0], _start_peak_tracking()
+    times, load, base = [], os.getloadavg()[0], start_peak_rss(trim=False)
     for _ in range(args.repeats if args.child == "ours" else 1):
         start = time.perf_counter()
         metrics = method(img, txt, t2i, args)
         times.append(time.perf_counter() - start)
     print(json.dumps({
-        "time_s": min(times), "times_s": times, "peak_rss_increase_mb": _peak_mb() - base,
+        "time_s": min(times), "times_s": times, "peak_rss_increase_mb": peak_rss_mb() - base,
         "rss_before_mb": base, "load_avg_1min_before": load, "metrics": metrics,
     }))
 

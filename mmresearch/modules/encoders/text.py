@@ -139,8 +139,9 @@ class HFTextEncoder(nn.Module):
                 f"the tokenizer has {vocab_size} tokens but text_encoder ({name_or_path or 'from config'}) "
                 f"has only {rows} embedding rows: pair text_encoder with its own tokenizer"
             )
-        if grad_checkpointing:
-            self.model.gradient_checkpointing_enable()
+        if grad_checkpointing:  # transformers 5 renamed it (the old name warns of its removal)
+            enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
+            enable()
         self.frozen = freeze
         if freeze:
             for p in self.model.parameters():
