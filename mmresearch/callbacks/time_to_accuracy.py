@@ -9,7 +9,13 @@ the run does anyway, is part of it.
 
 This is a benchmark: choosing when to stop from the test split is fine for measuring speed, not for
 selecting a model. Results: ``time_to_accuracy.json`` in the run directory, and the ``tta/*``
-metrics in the loggers.
+metrics in the loggers. The checks and the clock are kept in checkpoints: a resumed run goes on
+from the time it had reached.
+
+The metric is the retrieval of the model's shared embedding space (``embed_images`` /
+``embed_texts``); for ALBEF that is its first stage (ITC), not the reranked test result. Under
+DDP every rank embeds the whole split (the metric drops repeated ids, so nothing counts twice);
+that costs evaluation time, which is off the clock.
 """
 
 from __future__ import annotations
@@ -52,9 +58,32 @@ class TimeToAccuracy(L.Callback):
         self.reached: Optional[Dict[str, Any]] = None
         self._start = 0.0
         self._paused = 0.0
+        self._resumed_seconds = 0.0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start, self._paused = time.perf_counter(), 0.0
+        if not getattr(pl_module, "has_embeddings", False):
+            raise ConfigError(
+                f"callbacks.time_to_accuracy needs a model with a shared embedding space; {type(pl_module).__name__} "
+                "has none (set callbacks.time_to_accuracy=null)"
+            )
+        # a resumed run continues the clock of its checkpoint (load_state_dict ran before this)
+        self._start, self._paused = time.perf_counter() - self._resumed_seconds, 0.0
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"checks": self.checks, "reached": self.reached, "train_seconds": self._train_seconds()}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.checks = list(state_dict.get("checks", []))
+        self.reached = state_dict.get("reached")
+        self._resumed_seconds = float(state_dict.get("train_seconds", 0.0))
+
+    def _train_seconds(self) -> float:
+        return time.perf_counter() - self._start - self._paused if self._start else self._resumed_seconds
+
+    @staticmethod
+    def _sync(pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":  # queued kernels belong to the time before the clock is read
+            torch.cuda.synchronize(pl_module.device)
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Dict[str, float]:
@@ -82,9 +111,11 @@ class TimeToAccuracy(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0 or self.reached is not None:
             return
-        train_seconds = time.perf_counter() - self._start - self._paused
+        self._sync(pl_module)
+        train_seconds = self._train_seconds()
         began = time.perf_counter()
         values = self.evaluate(trainer, pl_module)
+        self._sync(pl_module)
         self._paused += time.perf_counter() - began
         check = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "train_seconds": train_seconds,
                  "eval_seconds": time.perf_counter() - began, self.metric: values[self.metric]}

@@ -16,7 +16,7 @@ from mmresearch.data.batch import ImageTextBatch
 from mmresearch.evaluation.compositionality import CompositionalityMetric, caption_wins
 from mmresearch.evaluation.metric import RetrievalMetric
 from mmresearch.modules.encoders.compile import compile_encoders
-from mmresearch.optim.fused import resolve_fused
+from mmresearch.optim.fused import keep_implementation_on_load, resolve_fused
 from mmresearch.optim.param_groups import split_weight_decay
 from mmresearch.utils.checkpoint import CONFIG_KEY
 
@@ -152,7 +152,7 @@ class VisionLanguageModule(L.LightningModule):
     def make_optimizer(self) -> torch.optim.Optimizer:
         """The optimizer of the trainable parameters: the partial ``optimizer`` called with
         weight-decay groups (``split_weight_decay``); ``fused: auto`` resolved for the parameters'
-        device (``mmresearch.optim.fused``)."""
+        device, and kept when a checkpoint of another setting is loaded (``mmresearch.optim.fused``)."""
         weight_decay = 0.0
         if isinstance(self.optimizer_factory, partial):
             weight_decay = float(self.optimizer_factory.keywords.get("weight_decay", 0.0))
@@ -160,7 +160,7 @@ class VisionLanguageModule(L.LightningModule):
         trainer = self._trainer
         fp16_clipping = trainer is not None and str(trainer.precision).startswith("16") and bool(trainer.gradient_clip_val)
         factory = resolve_fused(self.optimizer_factory, [p for g in groups for p in g["params"]], fp16_clipping)
-        return factory(groups)
+        return keep_implementation_on_load(factory(groups))
 
     def configure_optimizers(self):
         optimizer = self.make_optimizer()

@@ -99,6 +99,10 @@ class ViLT(FusedVisionLanguageModule):
         if self.itm_cfg["negatives"] == "hard" and self.weights["itc"] <= 0:
             raise ConfigError("model.itm.negatives=hard samples from the model's contrastive scores: set model.objectives.itc > 0")
 
+        for key, enc in (("image_encoder", image_encoder), ("text_encoder", text_encoder)):
+            if getattr(enc, "compile_options", None) is not None:  # the joint stack takes their parts, not them
+                raise ConfigError(f"{key}.compile=true has no effect in model=vilt (one joint stack is built from the "
+                                  f"encoders' layers): set {key}.compile=false")
         self.encoder = SingleStreamEncoder(image_encoder, text_encoder, max_image_tokens=max_image_tokens, pooling=pooling)
         d = self.encoder.hidden_size
         self.itm_head = ITMHead(d)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable, Iterable
 
+IMPLEMENTATION_KEYS = ("fused", "foreach")
+
 import torch
 
 AUTO = "auto"
@@ -38,3 +40,25 @@ def resolve_fused(factory: Callable, params: Iterable[torch.Tensor], fp16_with_c
     supported = fused_supported_devices()
     ok = not fp16_with_clipping and all(p.device.type in supported and torch.is_floating_point(p) for p in params)
     return partial(factory.func, *factory.args, **{**factory.keywords, "fused": True if ok else None})
+
+
+def keep_implementation_on_load(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Make ``optimizer.load_state_dict`` keep this optimizer's ``fused``/``foreach`` choice.
+
+    torch copies every saved hyper-parameter into the param groups, implementation flags
+    included, while the flags the optimizer derived from them at construction (e.g. whether it
+    unscales fp16 gradients itself) stay. A run resumed from a checkpoint of another setting or
+    device would then step with a mix of both: with fp16 a non-fused step given the grad
+    scaler's scale fails, and a fused flag from a GPU checkpoint breaks on a device without
+    fused kernels. The choice made for this run wins; the optimizer state (moments, steps) loads.
+    """
+
+    def pre_hook(opt: torch.optim.Optimizer, state_dict: dict) -> dict:
+        for group in state_dict.get("param_groups", []):
+            for key in IMPLEMENTATION_KEYS:
+                if key in opt.defaults:
+                    group[key] = opt.defaults[key]
+        return state_dict
+
+    optimizer.register_load_state_dict_pre_hook(pre_hook)
+    return optimizer

@@ -22,7 +22,7 @@ from mmresearch.utils.errors import ConfigError
 TINY_BERT = dict(model_type="bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=40)
 
 
-def _fit(tmp_path, callback, epochs=3):
+def _fit(tmp_path, callback, epochs=3, ckpt_path=None, checkpoints=False):
     torch.manual_seed(0)
     tokenizer = build_shapes_tokenizer()
     model = DualEncoder(
@@ -32,10 +32,10 @@ def _fit(tmp_path, callback, epochs=3):
         loss=InfoNCELoss(), temperature=LearnableTemperature(init_tau=0.07), optimizer=partial(torch.optim.AdamW, lr=1e-3),
     )
     data = ShapesDataModule(tokenizer=tokenizer, image_size=32, train_size=32, val_size=16, test_size=24, batch_size=16, eval_batch_size=8)
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=checkpoints, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[callback],
                         default_root_dir=str(tmp_path))
-    trainer.fit(model, datamodule=data)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return trainer, model, data
 
 
@@ -66,3 +66,19 @@ def test_bad_options_name_the_key(tmp_path):
         TimeToAccuracy(split="train")
     with pytest.raises(ConfigError, match="callbacks.time_to_accuracy.metric='R@1' is not a retrieval metric"):
         _fit(tmp_path, TimeToAccuracy(metric="R@1"), epochs=1)
+
+
+def test_resumed_run_continues_the_clock_and_the_checks(tmp_path):
+    first = TimeToAccuracy(metric="rsum", target=7.0, split="val")
+    trainer, _, _ = _fit(tmp_path, first, epochs=1, checkpoints=True)
+    ckpt = trainer.checkpoint_callback.best_model_path
+    saved = first.checks[0]["train_seconds"]
+
+    resumed = TimeToAccuracy(metric="rsum", target=7.0, split="val")  # a new process: state from the checkpoint
+    trainer, _, _ = _fit(tmp_path, resumed, epochs=2, ckpt_path=ckpt, checkpoints=True)
+    assert trainer.global_step == 4
+    assert [c["epoch"] for c in resumed.checks] == [1, 2]
+    assert resumed.checks[0] == first.checks[0]
+    assert resumed.checks[1]["train_seconds"] > saved  # the clock went on from the checkpoint's time
+    record = json.loads((tmp_path / "time_to_accuracy.json").read_text())
+    assert [c["epoch"] for c in record["checks"]] == [1, 2]

@@ -62,3 +62,5 @@ def test_config_errors_name_the_key(compose_cfg):
         _model_and_batch(compose_cfg, ["model.objectives.itc=0", "model.itm.negatives=hard"])
     with pytest.raises(ConfigError, match="model.objectives"):
         _model_and_batch(compose_cfg, ["model.objectives.itm=0", "model.objectives.mlm=0", "model.objectives.itc=0", "model.itm.negatives=random"])
+    with pytest.raises(ConfigError, match="text_encoder.compile=true has no effect in model=vilt"):
+        _model_and_batch(compose_cfg, ["text_encoder.compile=true"])

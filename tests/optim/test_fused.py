@@ -62,3 +62,29 @@ def test_model_optimizer_resolves_auto_and_keeps_weight_decay_groups():
     opt = _Tiny(partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1, fused="auto")).make_optimizer()
     assert [g["fused"] for g in opt.param_groups] == [True, True]
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+
+@pytest.mark.parametrize("saved,loaded", [("auto", None), (None, "auto"), (False, "auto")])
+def test_loading_a_checkpoint_keeps_this_runs_implementation(saved, loaded):
+    """Resuming from a checkpoint of another setting (or device): the moments and step counts load,
+    the fused choice of this run stays (torch would copy the saved flag into the groups)."""
+    source = _Tiny(partial(torch.optim.AdamW, lr=1e-2, fused=saved))
+    opt = source.make_optimizer()
+    for p in source.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    state = opt.state_dict()
+
+    target = _Tiny(partial(torch.optim.AdamW, lr=1e-2, fused=loaded))
+    target.load_state_dict(source.state_dict())
+    resumed = target.make_optimizer()
+    expected = resumed.defaults["fused"]
+    resumed.load_state_dict(state)
+    assert [g["fused"] for g in resumed.param_groups] == [expected, expected]
+    assert getattr(resumed, "_step_supports_amp_scaling", False) == bool(expected)  # what fp16 loss scaling reads
+    for p_src, p_dst in zip((p for g in opt.param_groups for p in g["params"]), (p for g in resumed.param_groups for p in g["params"])):
+        torch.testing.assert_close(resumed.state[p_dst]["exp_avg"], opt.state[p_src]["exp_avg"])
+        assert float(resumed.state[p_dst]["step"]) == 1.0
+    for p in target.parameters():
+        p.grad = torch.randn_like(p)
+    resumed.step()  # the resumed optimizer steps with its own implementation

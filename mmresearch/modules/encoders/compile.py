@@ -6,6 +6,10 @@ An encoder only records its options at construction; :func:`compile_encoders` co
 * state-dict keys stay the same (no ``_orig_mod.`` prefix): checkpoints load with or without it;
 * copies made at construction (ALBEF's momentum encoders, a deep copy) are compiled on their own
   and never call the online encoder's compiled forward.
+
+Do not deep-copy an encoder after it is compiled: the copy would share the compiled function,
+which calls the original module. ViLT, whose joint stack takes the encoders' layers rather than
+the encoders, refuses ``compile``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,10 @@ TINY_BERT = dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_att
 def _outputs_and_grads(encoder, inputs):
     encoder.train()
     encoder.zero_grad(set_to_none=True)
-    out = encoder(*inputs).pooled
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out = encoder(*inputs).pooled
+    encoder.saved_for_backward = sum(saved)  # activations kept for backward (checkpointed blocks keep none)
     (out ** 2).sum().backward()
     return out.detach(), {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
 
@@ -27,6 +30,7 @@ def _same(build, inputs):
     out_a, grads_a = _outputs_and_grads(plain, inputs)
     out_b, grads_b = _outputs_and_grads(checkpointed, inputs)
     torch.testing.assert_close(out_b, out_a)
+    assert checkpointed.saved_for_backward < 0.8 * plain.saved_for_backward  # it really drops activations
     assert grads_a.keys() == grads_b.keys() and grads_a
     for name in grads_a:
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-5, atol=1e-6, msg=name)
