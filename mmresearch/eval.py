@@ -17,6 +17,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from mmresearch.modules.encoders.compile import keep_eager
 from mmresearch.train import CONFIG_DIR, setup_run
 from mmresearch.utils.checkpoint import config_container, load_model, resolve_checkpoint_path
 from mmresearch.utils.instantiate import build, build_dict
@@ -31,6 +32,8 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
     out_dir = setup_run(cfg)
     path = resolve_checkpoint_path(cfg.ckpt_path)
     model, run_cfg, tokenizer = load_model(path, allow_unsafe=bool(cfg.allow_unsafe_checkpoint), data=cfg.get("data"))
+    if not cfg.get("compile", False):  # the run's encoder compile settings are for training
+        keep_eager(model)
     datamodule = build(run_cfg, "data", tokenizer=tokenizer)
     precision = cfg.get("precision") or OmegaConf.select(run_cfg, "trainer.precision") or cfg.trainer.precision
     trainer: L.Trainer = build(

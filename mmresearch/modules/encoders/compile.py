@@ -57,3 +57,14 @@ def compile_encoders(module: nn.Module) -> list[str]:
         sub.compile(**options)
         done.append(name)
     return done
+
+
+def keep_eager(module: nn.Module) -> list[str]:
+    """Clear the compile request of every submodule not compiled yet (``mmr-eval compile=false``);
+    returns their names."""
+    cleared = []
+    for name, sub in module.named_modules():
+        if getattr(sub, "compile_options", None) is not None and getattr(sub, "_compiled_call_impl", None) is None:
+            sub.compile_options = None
+            cleared.append(name)
+    return cleared

@@ -12,7 +12,7 @@ from torch import nn
 from mmresearch.data.datamodule import ShapesDataModule
 from mmresearch.data.tokenizer import build_shapes_tokenizer
 from mmresearch.models.dual_encoder import DualEncoder
-from mmresearch.modules.encoders.compile import compile_encoders, compile_options
+from mmresearch.modules.encoders.compile import compile_encoders, compile_options, keep_eager
 from mmresearch.modules.encoders.image import TimmImageEncoder
 from mmresearch.modules.encoders.text import HFTextEncoder
 from mmresearch.modules.heads import ProjectionHead
@@ -54,6 +54,14 @@ def test_compile_encoders_is_in_place_and_copies_keep_their_weights():
         assert m._compiled_call_impl is not None
         torch.testing.assert_close(m(x), x @ m.weight.T + m.bias, rtol=0, atol=0)
     assert parent["plain"]._compiled_call_impl is None
+
+
+def test_keep_eager_clears_the_requests_before_compiling():
+    parent = nn.ModuleDict({"a": _Marked(2, 2), "b": _Marked(2, 2)})
+    parent["a"].compile_options = dict(EAGER)  # per instance, so the class default stays for "b"
+    compile_encoders(nn.ModuleDict({"b": parent["b"]}))  # "b" already compiled: left as it is
+    assert keep_eager(parent) == ["a"]
+    assert compile_encoders(parent) == [] and parent["a"]._compiled_call_impl is None
 
 
 def _model(tokenizer, compile):
