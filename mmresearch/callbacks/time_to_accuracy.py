@@ -96,11 +96,7 @@ class TimeToAccuracy(L.Callback):
         try:
             with trainer.precision_plugin.forward_context():
                 for batch in loader:
-                    batch = move_data_to_device(batch, pl_module.device)
-                    image_emb = pl_module.embed_images(batch.images)
-                    text_emb = pl_module.embed_texts(batch.input_ids, batch.attention_mask)
-                    text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=pl_module.device)
-                    metric.update(image_emb, batch.image_ids, text_emb, batch.text_image_ids, text_ids)
+                    pl_module.update_retrieval(move_data_to_device(batch, pl_module.device), metric)
             values = metric.compute()
         finally:
             pl_module.train(was_training)

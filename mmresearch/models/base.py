@@ -103,11 +103,17 @@ class VisionLanguageModule(L.LightningModule):
             self.temperature.clamp_()  # learnable temperatures stay in their range
 
     # ---- evaluation ------------------------------------------------------------------------
-    def _eval_step(self, batch: ImageTextBatch, retrieval: RetrievalMetric, compositionality: CompositionalityMetric) -> None:
+    def update_retrieval(self, batch: ImageTextBatch, retrieval: RetrievalMetric) -> tuple[Tensor, Tensor]:
+        """Embed a batch's images and captions and add them to ``retrieval``; returns the
+        embeddings ``([B, E], [T, E])``."""
         image_emb = self.embed_images(batch.images)
         text_emb = self.embed_texts(batch.input_ids, batch.attention_mask)
         text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=self.device)
         retrieval.update(image_emb, batch.image_ids, text_emb, batch.text_image_ids, text_ids)
+        return image_emb, text_emb
+
+    def _eval_step(self, batch: ImageTextBatch, retrieval: RetrievalMetric, compositionality: CompositionalityMetric) -> None:
+        image_emb, text_emb = self.update_retrieval(batch, retrieval)
         if batch.neg_input_ids is not None and batch.neg_kinds is not None:
             negative_emb = self.embed_texts(batch.neg_input_ids, batch.neg_attention_mask)
             wins = caption_wins(image_emb, batch.image_ids, text_emb, batch.text_image_ids, negative_emb)
