@@ -61,7 +61,6 @@ class DualEncoder(VisionLanguageModule):
         if img_out is not None and txt_out is not None and img_out != txt_out:
             raise ConfigError(f"model.image_head.out_dim={img_out} and model.text_head.out_dim={txt_out} must be equal (the shared space)")
         self.loss = loss
-        self.loss_takes_negatives = bool(getattr(loss, "supports_hard_negatives", False))
         self._warned_negatives = False
         self.temperature = temperature
 
@@ -74,12 +73,15 @@ class DualEncoder(VisionLanguageModule):
     def forward(self, batch: ImageTextBatch) -> Dict[str, Tensor]:
         """Loss terms of a paired batch. When the batch carries hard-negative captions
         (``data.train_negatives=true``) they are embedded with the text tower and passed to the
-        loss as extra negatives (NegCLIP)."""
+        loss as extra negatives (NegCLIP; every built-in loss takes them, each in its own way: see
+        :mod:`mmresearch.modules.losses`). A loss without ``supports_hard_negatives`` (e.g. a
+        user's own) gets the batch without them, with a warning once."""
         image_emb = self.embed_images(batch.images)
         texts, mask = batch.input_ids, batch.attention_mask
         n = texts.shape[0]
-        use_negatives = batch.neg_input_ids is not None and self.loss_takes_negatives
-        if batch.neg_input_ids is not None and not self.loss_takes_negatives and not self._warned_negatives:
+        takes_negatives = bool(getattr(self.loss, "supports_hard_negatives", False))
+        use_negatives = batch.neg_input_ids is not None and takes_negatives
+        if batch.neg_input_ids is not None and not takes_negatives and not self._warned_negatives:
             self._warned_negatives = True
             rank_zero_warn(
                 f"the batches carry hard-negative captions but loss {type(self.loss).__name__} does not use "

@@ -2,7 +2,8 @@
 
 Every loss is a pure function plus an ``nn.Module`` wrapping it; the module's forward is
 ``forward(image_features [N, D], text_features [N, D], logit_scale (scalar), image_ids [N] | None,
-text_image_ids [N] | None) -> {"loss": ..., <terms>: ...}`` and handles the distributed gather
+text_image_ids [N] | None, hard_negative_text_features [M, D] | None, hard_negative_image_ids [M] |
+None) -> {"loss": ..., <terms>: ...}`` and handles the distributed gather
 (see :class:`~mmresearch.modules.losses.base.ContrastiveLoss`).
 """
 

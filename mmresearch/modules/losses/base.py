@@ -36,6 +36,7 @@ __all__ = [
     "check_number",
     "check_inputs",
     "as_scalar",
+    "hard_negative_positives",
     "ContrastiveLoss",
 ]
 
@@ -118,6 +119,20 @@ def check_inputs(
             raise ValueError(f"{name} must be [N] = [{n}], got {tuple(ids.shape)}")
         if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
             raise TypeError(f"{name} must be an integer tensor, got {ids.dtype}")
+
+
+def hard_negative_positives(row_ids: Tensor, negative_ids: Optional[Tensor], num_negatives: int) -> Tensor:
+    """``[R, M]`` bool: hard negative ``m`` is true of row ``i``'s image after all.
+
+    A hard-negative caption (NegCLIP) is made from one image by changing one attribute, so it
+    describes none of the batch's images, and every loss treats it as a negative of every image,
+    except where ``negative_ids[m]`` (``[M]`` long, -1 for none) equals the row's image id
+    (``row_ids`` ``[R]``): it then happens to describe that image exactly and is one of its
+    positives. ``negative_ids=None``: no such image (all False).
+    """
+    if negative_ids is None:
+        return torch.zeros(row_ids.shape[0], num_negatives, dtype=torch.bool, device=row_ids.device)
+    return row_ids[:, None] == negative_ids[None, :]
 
 
 # ----------------------------------------------------------------------------- rows and columns
@@ -294,7 +309,9 @@ class ContrastiveLoss(nn.Module):
         """Call this loss's pure function with the module's options (see :func:`make_view`)."""
         raise NotImplementedError
 
-    #: Whether :meth:`forward` accepts ``hard_negative_text_features`` (NegCLIP-style extra negatives).
+    #: Whether :meth:`forward` accepts ``hard_negative_text_features`` (NegCLIP-style extra
+    #: negatives); then :meth:`compute` also takes ``negatives`` ``[M, D]`` and ``negative_ids``
+    #: ``[M]`` (all ranks' negatives under DDP, gathered like the texts). Every built-in loss does.
     supports_hard_negatives: bool = False
 
     def forward(
@@ -315,12 +332,14 @@ class ContrastiveLoss(nn.Module):
             logit_scale: scalar tensor, the multiplier ``1 / tau`` (already exponentiated).
             image_ids: ``[N]`` long image id of each image row, or None (pairs are the only positives).
             text_image_ids: ``[N]`` long image id of each text row; given together with ``image_ids``.
-            hard_negative_text_features: ``[N, D]`` L2-normalised captions that are true of no
+            hard_negative_text_features: ``[M, D]`` L2-normalised captions that are true of no
                 image of the batch (e.g. one attribute of image ``i``'s scene changed), added as
-                extra negative columns for every image (gathered from all ranks under DDP); only
-                for losses with ``supports_hard_negatives``.
+                extra negative texts for every image in the image-to-text direction (gathered
+                from all ranks under DDP, every rank with the same ``M``; each loss's docstring
+                says how it uses them); only for losses with ``supports_hard_negatives``.
             hard_negative_image_ids: ``[M]`` long: the image id a hard negative happens to be true
-                of (it is then that image's positive, never its negative), -1 for none; or None.
+                of (it is then that image's positive, never its negative), -1 for none; or None
+                (all -1). See :func:`hard_negative_positives`.
 
         Returns:
             ``{"loss": scalar to backprop, <named terms>: scalars}``.
@@ -330,11 +349,15 @@ class ContrastiveLoss(nn.Module):
         if negatives is not None:
             if not self.supports_hard_negatives:
                 raise ValueError(
-                    f"loss {self.name!r} does not take hard-negative captions; use loss=infonce or set "
-                    "data.train_negatives=false"
+                    f"loss {self.name!r} does not take hard-negative captions; set data.train_negatives=false"
                 )
             if negatives.ndim != 2 or negatives.shape[1] != text_features.shape[1]:
                 raise ValueError(f"hard_negative_text_features must be [M, {text_features.shape[1]}], got {tuple(negatives.shape)}")
+            ids = hard_negative_image_ids
+            if ids is not None and (ids.shape != negatives.shape[:1] or ids.is_floating_point() or ids.dtype == torch.bool):
+                raise ValueError(
+                    f"hard_negative_image_ids must be an integer [M] = [{negatives.shape[0]}], got {ids.dtype} {tuple(ids.shape)}"
+                )
         logit_scale = as_scalar(logit_scale, image_features)
         rank, world = world_info()
         neg_ids = hard_negative_image_ids

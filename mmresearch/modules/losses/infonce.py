@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmresearch.modules.losses.base import Columns, ContrastiveLoss, check_number, make_view
+from mmresearch.modules.losses.base import Columns, ContrastiveLoss, check_number, hard_negative_positives, make_view
 
 __all__ = ["infonce_loss", "InfoNCELoss"]
 
@@ -42,8 +42,7 @@ def _chunk_loss_sum(rows: Tensor, cols: Tensor, logit_scale: Tensor, row_ids: Te
     positives = row_ids[:, None] == col_ids[None, :]
     positives[torch.arange(rows.shape[0], device=rows.device), pair_cols] = True
     if extra is not None:
-        extra_pos = row_ids[:, None] == extra_ids[None, :] if extra_ids is not None else positives.new_zeros(rows.shape[0], extra.shape[0])
-        positives = torch.cat([positives, extra_pos], dim=1)
+        positives = torch.cat([positives, hard_negative_positives(row_ids, extra_ids, extra.shape[0])], dim=1)
     return _soft_cross_entropy(logits, positives, label_smoothing) * rows.shape[0]
 
 
@@ -139,10 +138,7 @@ def infonce_loss(
     positives_i2t = view.positives_i2t()
     if negatives is not None:
         logits_i2t = torch.cat([logits_i2t, logit_scale * view.image_rows @ negatives.T], dim=1)  # [R, G + M]
-        if negative_ids is None:
-            extra_positives = positives_i2t.new_zeros(positives_i2t.shape[0], negatives.shape[0])
-        else:
-            extra_positives = view.image_row_ids[:, None] == negative_ids[None, :]
+        extra_positives = hard_negative_positives(view.image_row_ids, negative_ids, negatives.shape[0])
         positives_i2t = torch.cat([positives_i2t, extra_positives], dim=1)
     loss_i2t = _soft_cross_entropy(logits_i2t, positives_i2t, label_smoothing)
     loss_t2i = _soft_cross_entropy(logits_t2i, view.positives_t2i(), label_smoothing)

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmresearch.modules.losses.base import Columns, ContrastiveLoss, check_bool, check_number, make_view
+from mmresearch.modules.losses.base import (
+    Columns,
+    ContrastiveLoss,
+    check_bool,
+    check_number,
+    hard_negative_positives,
+    make_view,
+)
 
 __all__ = ["siglip_loss", "SigLIPLoss"]
 
@@ -27,6 +34,8 @@ def siglip_loss(
     *,
     logit_bias: Tensor | float,
     columns: Optional[Columns] = None,
+    negatives: Optional[Tensor] = None,
+    negative_ids: Optional[Tensor] = None,
 ) -> dict[str, Tensor]:
     """Sigmoid loss over every image-text pair.
 
@@ -36,11 +45,19 @@ def siglip_loss(
     number of images in the global batch, as in the paper. A rank computing only its ``R = N``
     rows divides its share by ``R`` instead, so the mean over ranks is the global loss.
 
+    Hard negatives (NegCLIP captions, Yuksekgonul et al. 2023) are ``M`` extra text columns
+    ``logit_scale * I @ H^T + logit_bias`` ``[R, M]`` labelled -1 for every image (+1 only for
+    the image a negative happens to describe, ``negative_ids``): the sum runs over the
+    ``G x (G + M)`` matrix and the normaliser stays ``G``, the number of images (the paper's
+    ``|B|``), so each image's loss is the sum of its ``G + M`` sigmoid terms.
+
     Args:
         image_features: ``[R, D]`` L2-normalised; text_features: ``[R, D]`` (row ``i`` pairs).
         logit_scale: scalar tensor ``1 / tau``; logit_bias: scalar tensor (or number) ``b``.
         image_ids, text_image_ids: ``[R]`` long, or None.
         columns: the whole gathered batch when these rows are one rank's share, else None.
+        negatives: ``[M, D]`` L2-normalised hard-negative captions (all ranks'), or None.
+        negative_ids: ``[M]`` long image id each negative is nonetheless true of (-1: none), or None.
 
     Returns:
         ``{"loss", "loss_pos", "loss_neg"}``: ``loss = loss_pos + loss_neg``, the sums over the
@@ -49,6 +66,9 @@ def siglip_loss(
     view = make_view(image_features, text_features, image_ids, text_image_ids, columns)
     logits = logit_scale * view.image_rows @ view.text_cols.T + logit_bias  # [R, G]
     positives = view.positives_i2t()  # [R, G]
+    if negatives is not None:
+        logits = torch.cat([logits, logit_scale * view.image_rows @ negatives.T + logit_bias], dim=1)  # [R, G + M]
+        positives = torch.cat([positives, hard_negative_positives(view.image_row_ids, negative_ids, negatives.shape[0])], dim=1)
     log_lik = F.logsigmoid(torch.where(positives, logits, -logits))
     zero = log_lik.new_zeros(())
     loss_pos = -torch.where(positives, log_lik, zero).sum() / view.num_rows
@@ -60,6 +80,7 @@ class SigLIPLoss(ContrastiveLoss):
     """SigLIP sigmoid loss with its bias ``logit_bias`` (see :func:`siglip_loss`).
 
     The temperature (``logit_scale``) belongs to the model; the bias belongs to this module.
+    Hard-negative captions are extra columns labelled -1 (see :func:`siglip_loss`).
 
     Args:
         init_bias: initial value of ``logit_bias`` (the paper uses -10, with ``logit_scale`` 10).
@@ -70,6 +91,7 @@ class SigLIPLoss(ContrastiveLoss):
     """
 
     name = "siglip"
+    supports_hard_negatives = True
 
     def __init__(
         self,
@@ -87,11 +109,11 @@ class SigLIPLoss(ContrastiveLoss):
         else:
             self.register_buffer("logit_bias", bias)
 
-    def compute(self, image_features, text_features, logit_scale, image_ids, text_image_ids, columns):
+    def compute(self, image_features, text_features, logit_scale, image_ids, text_image_ids, columns, negatives=None, negative_ids=None):
         bias = self.logit_bias.to(image_features.dtype)
         out = siglip_loss(
             image_features, text_features, logit_scale, image_ids, text_image_ids,
-            logit_bias=bias, columns=columns,
+            logit_bias=bias, columns=columns, negatives=negatives, negative_ids=negative_ids,
         )
         out["logit_bias"] = self.logit_bias.detach()
         return out

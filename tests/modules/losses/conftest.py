@@ -58,19 +58,27 @@ def check_config():
 
 @pytest.fixture
 def simulated_ranks():
-    """``run(module, images, texts, logit_scale, ids, world)`` -> (mean loss dict, grads).
+    """``run(module, images, texts, logit_scale, ids, world, negatives=None, negative_ids=None)``
+    -> (mean loss dict, grads).
 
     Emulates ``local_loss=True, gather_with_grad=True`` in one process: rank ``r`` computes its
     rows against the full batch (``Columns`` are the full leaf tensors, so gradients flow to every
-    row as they would through the gather), and the mean over ranks is what DDP averages.
-    Returns the mean over ranks of every returned value and the gradients of (images, texts,
-    logit_scale) of that mean.
+    row as they would through the gather), and the mean over ranks is what DDP averages. Hard
+    negatives ``[M, D]`` (with ``negative_ids`` ``[M]``) are, like the gathered ones, all ranks'
+    negatives for every rank. Returns the mean over ranks of every returned value and the
+    gradients of (images, texts, logit_scale[, negatives]) of that mean.
     """
 
-    def run(module, images, texts, logit_scale, ids, world: int):
+    def run(module, images, texts, logit_scale, ids, world: int, negatives=None, negative_ids=None):
         images = images.detach().clone().requires_grad_(True)
         texts = texts.detach().clone().requires_grad_(True)
         logit_scale = logit_scale.detach().clone().requires_grad_(True)
+        leaves = [images, texts, logit_scale]
+        extra = {}
+        if negatives is not None:
+            negatives = negatives.detach().clone().requires_grad_(True)
+            leaves.append(negatives)
+            extra = {"negatives": negatives, "negative_ids": negative_ids}
         g = images.shape[0]
         n = g // world
         all_ids = torch.arange(g) if ids is None else ids
@@ -79,24 +87,31 @@ def simulated_ranks():
         for r in range(world):
             rows = slice(r * n, (r + 1) * n)
             cols = Columns(images, texts, *columns_ids, offset=r * n)
-            outs.append(module.compute(images[rows], texts[rows], logit_scale, all_ids[rows], all_ids[rows], cols))
+            outs.append(module.compute(images[rows], texts[rows], logit_scale, all_ids[rows], all_ids[rows], cols, **extra))
         mean = {k: torch.stack([o[k] for o in outs]).mean() for k in outs[0]}
         mean["loss"].backward()
-        return mean, (images.grad, texts.grad, logit_scale.grad)
+        return mean, tuple(leaf.grad for leaf in leaves)
 
     return run
 
 
 @pytest.fixture
 def full_batch():
-    """``run(module, images, texts, logit_scale, ids)`` -> (loss dict, grads of images, texts, scale)."""
+    """``run(module, images, texts, logit_scale, ids, negatives=None, negative_ids=None)``
+    -> (loss dict, grads of images, texts, scale[, negatives])."""
 
-    def run(module, images, texts, logit_scale, ids):
+    def run(module, images, texts, logit_scale, ids, negatives=None, negative_ids=None):
         images = images.detach().clone().requires_grad_(True)
         texts = texts.detach().clone().requires_grad_(True)
         logit_scale = logit_scale.detach().clone().requires_grad_(True)
-        out = module(images, texts, logit_scale, ids, ids)
+        leaves = [images, texts, logit_scale]
+        extra = {}
+        if negatives is not None:
+            negatives = negatives.detach().clone().requires_grad_(True)
+            leaves.append(negatives)
+            extra = {"hard_negative_text_features": negatives, "hard_negative_image_ids": negative_ids}
+        out = module(images, texts, logit_scale, ids, ids, **extra)
         out["loss"].backward()
-        return out, (images.grad, texts.grad, logit_scale.grad)
+        return out, tuple(leaf.grad for leaf in leaves)
 
     return run

@@ -21,18 +21,28 @@ CASES = {
 }
 
 
+# hard negatives: one per row; the 2nd happens to describe image id 9 (pairs: row 9 does not exist),
+# the 5th image id 1 (pairs: row 1)
+NEG_IDS6 = [-1, 9, -1, -1, 1, -1]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("ids", [None, IDS6], ids=["pairs", "repeated_ids"])
 @pytest.mark.parametrize("world", [2, 3])
-def test_local_rows_average_to_full_batch(batch, simulated_ranks, full_batch, case, ids, world):
+@pytest.mark.parametrize("hard_negatives", [False, True], ids=["", "hard_negatives"])
+def test_local_rows_average_to_full_batch(batch, simulated_ranks, full_batch, case, ids, world, hard_negatives):
     build, scale = CASES[case]
     images, texts, id_t = batch(n=6, d=3, ids=ids)
     scale = torch.tensor(scale, dtype=torch.float64)
+    negatives = {}
+    if hard_negatives:
+        negatives = {"negatives": batch(n=6, d=3, seed=11)[0], "negative_ids": torch.tensor(NEG_IDS6)}
     module = build()
-    local, local_grads = simulated_ranks(module, images, texts, scale, id_t, world)
-    full, full_grads = full_batch(module, images, texts, scale, id_t)
+    local, local_grads = simulated_ranks(module, images, texts, scale, id_t, world, **negatives)
+    full, full_grads = full_batch(module, images, texts, scale, id_t, **negatives)
     for key in full:
         torch.testing.assert_close(local[key], full[key])
+    assert len(local_grads) == len(full_grads) == 3 + hard_negatives
     for a, b in zip(local_grads, full_grads):
         torch.testing.assert_close(a, b)
 

@@ -38,9 +38,11 @@ LOSS_CASES = {
     "triplet_sum": ("triplet", {"margin": 0.5, "max_violation": False}),
     "ntxent": ("ntxent", {}),
     "margin": ("margin", {"margin": 1.2}),
-    "infonce_hard_negatives": ("infonce", {}),  # + one NegCLIP hard-negative caption per row
     "infonce_chunked": ("infonce", {"label_smoothing": 0.1, "chunk_size": 3}),  # rows in checkpointed chunks
 }
+# every loss again with one NegCLIP hard-negative caption per row (gathered like the texts)
+HARD_NEGATIVES = "_hard_negatives"
+LOSS_CASES.update({name + HARD_NEGATIVES: case for name, case in list(LOSS_CASES.items())})
 # Image id each hard negative is nonetheless true of (-1: none); with pair ids, row i has id i.
 NEG_IDS = {"pairs": [-1, -1, 5, -1, -1, -1, -1, 1], "repeated_ids": [-1, 3, -1, 0, -1, -1, 2, -1]}
 # Image ids of the 8 rows: id 0 on both ranks, id 2 across the rank boundary, id 1 on rank 0 only.
@@ -87,7 +89,7 @@ def _step(loss_case: str, ids_case: str, mode: str, rows: slice) -> dict:
     text_features = F.normalize(proj(xt), dim=1)
     row_ids = None if ids is None else ids[rows]
     extra, xn = {}, None
-    if loss_case == "infonce_hard_negatives":
+    if loss_case.endswith(HARD_NEGATIVES):
         xn = x_neg[rows].clone().requires_grad_(True)
         extra = {"hard_negative_text_features": F.normalize(proj(xn), dim=1),
                  "hard_negative_image_ids": torch.tensor(NEG_IDS[ids_case])[rows]}

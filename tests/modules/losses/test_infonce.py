@@ -162,12 +162,24 @@ def test_hard_negatives_are_extra_i2t_columns_and_can_be_positives():
     assert float(plain["loss_t2i"]) == pytest.approx(float(base["loss_t2i"]))
 
 
-def test_losses_without_hard_negative_support_refuse_them():
-    from mmresearch.modules.losses import build_loss
+def test_every_built_in_loss_takes_hard_negatives_and_others_refuse_them():
+    from mmresearch.modules.losses import LOSSES, ContrastiveLoss
+
+    assert all(cls.supports_hard_negatives for cls in LOSSES.values())
+
+    class NoNegatives(ContrastiveLoss):
+        name = "no_negatives"
 
     x = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
-    with pytest.raises(ValueError, match="does not take hard-negative captions"):
-        build_loss("siglip")(x, x, torch.tensor(10.0), hard_negative_text_features=x)
+    with pytest.raises(ValueError, match="'no_negatives' does not take hard-negative captions; set data.train_negatives=false"):
+        NoNegatives()(x, x, torch.tensor(10.0), hard_negative_text_features=x)
+
+
+@pytest.mark.parametrize("neg_ids", [torch.tensor([0, 1]), torch.tensor([0.0, 1.0, 2.0])], ids=["short", "float"])
+def test_hard_negative_ids_must_be_integer_m(neg_ids):
+    x = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    with pytest.raises(ValueError, match=r"hard_negative_image_ids must be an integer \[M\] = \[3\]"):
+        InfoNCELoss()(x, x, torch.tensor(10.0), hard_negative_text_features=x, hard_negative_image_ids=neg_ids)
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])

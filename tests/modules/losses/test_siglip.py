@@ -16,16 +16,22 @@ def log_sigmoid(x):
     return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
 
 
-def hand_siglip(images, texts, scale, bias, ids):
-    """-sum over all (image, text) pairs of logsigmoid(label * logit) / N, and d loss / d bias."""
+def hand_siglip(images, texts, scale, bias, ids, negatives=None, neg_ids=None):
+    """-sum over all (image, text) pairs of logsigmoid(label * logit) / N, and d loss / d bias.
+
+    With hard negatives ``[M, D]``: M extra text columns, label -1 for every image except the
+    image whose id is ``neg_ids[m]`` (+1); the normaliser stays N, the number of images."""
     images, texts = images.tolist(), texts.tolist()
     n = len(images)
     ids = list(range(n)) if ids is None else ids
+    negatives = [] if negatives is None else negatives.tolist()
+    neg_ids = [-1] * len(negatives) if neg_ids is None else neg_ids
+    columns = [(t, ids[j]) for j, t in enumerate(texts)] + [(t, neg_ids[m]) for m, t in enumerate(negatives)]
     pos = neg = grad_bias = 0.0
     for i in range(n):
-        for j in range(n):
-            logit = scale * sum(a * b for a, b in zip(images[i], texts[j])) + bias
-            label = 1.0 if ids[i] == ids[j] else -1.0
+        for text, text_id in columns:
+            logit = scale * sum(a * b for a, b in zip(images[i], text)) + bias
+            label = 1.0 if ids[i] == text_id else -1.0
             term = -log_sigmoid(label * logit) / n
             if label > 0:
                 pos += term
@@ -52,6 +58,29 @@ def test_matches_hand_computation(batch, ids, bias):
     out["loss"].backward()
     assert module.logit_bias.grad is not None
     assert module.logit_bias.grad.item() == pytest.approx(grad_bias, abs=1e-10)
+
+
+@pytest.mark.parametrize("ids", [None, IDS4], ids=["pairs", "repeated_ids"])
+def test_hard_negatives_are_extra_negative_text_columns(batch, ids):
+    """NegCLIP captions: M more columns, -1 for every image (+1 for the image a negative is true of)."""
+    images, texts, id_t = batch(n=4, d=3, ids=ids)
+    negatives, _, _ = batch(n=3, d=3, seed=7)
+    neg_ids = [-1, 2, -1]  # negative 1 happens to describe image id 2 (in both id cases)
+    scale = torch.tensor(3.0, dtype=torch.float64)
+    module = SigLIPLoss(init_bias=-1.0).double()
+    out = module(images, texts, scale, id_t, id_t, hard_negative_text_features=negatives,
+                 hard_negative_image_ids=torch.tensor(neg_ids))
+    expected, grad_bias = hand_siglip(images, texts, 3.0, -1.0, ids, negatives, neg_ids)
+    for key, value in expected.items():
+        assert out[key].item() == pytest.approx(value, abs=1e-10), key
+    out["loss"].backward()
+    assert module.logit_bias.grad.item() == pytest.approx(grad_bias, abs=1e-10)
+    # without their ids every negative is a plain negative: only the negative term changes
+    plain = module(images, texts, scale, id_t, id_t, hard_negative_text_features=negatives)
+    without = module(images, texts, scale, id_t, id_t)
+    assert plain["loss"].item() == pytest.approx(hand_siglip(images, texts, 3.0, -1.0, ids, negatives)[0]["loss"], abs=1e-10)
+    assert plain["loss_pos"].item() == pytest.approx(without["loss_pos"].item(), abs=1e-12)
+    assert plain["loss_neg"].item() > without["loss_neg"].item()
 
 
 def test_bias_and_scale_gradients(batch):
