@@ -234,47 +234,30 @@ def to_latex(table: Table, digits: int = 3, caption: Optional[str] = None) -> st
     return "\n".join(out) + "\n"
 
 
-def plot(table: Table, metric: str, x: str, path: Path) -> Path:
-    """``metric`` (mean, std error bars) against column ``x``: one line per setting of the other columns."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figure(table: Table, metric: str, x: str):
+    """``metric`` (mean, std error bars) against column ``x``: one series per setting of the other
+    columns (:func:`mmresearch.evaluation.plots.errorbar_series`: numeric ``x`` a line per series,
+    categorical ``x`` points side by side)."""
+    from mmresearch.evaluation.plots import errorbar_series
 
     if x not in table.columns:
         raise AblationError(f"--x {x!r} is not a column of the table (columns: {table.columns})")
     if metric not in table.metrics:
         raise AblationError(f"--plot {metric!r} is not one of --metrics {table.metrics}")
     xi = table.columns.index(x)
-    numeric = all(_sort_key(s[xi])[0] == 0 for s, _, _ in table.rows)
-    categories = sorted({s[xi] for s, _, _ in table.rows}, key=_sort_key)
-    lines: Dict[Tuple[str, ...], List[Tuple[str, float, float]]] = {}
+    series: Dict[str, List[Tuple[str, float, float]]] = {}
     for setting, stats, _ in table.rows:
-        rest = tuple(f"{c}={v}" for i, (c, v) in enumerate(zip(table.columns, setting)) if i != xi)
-        lines.setdefault(rest, []).append((setting[xi], stats[metric][0], stats[metric][1]))
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
-    for label, points in lines.items():
-        points.sort(key=lambda p: _sort_key(p[0]))
-        xs = [float(p[0]) for p in points] if numeric else [categories.index(p[0]) for p in points]
-        ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, label=", ".join(label) or None)
-    if numeric:
-        values = [float(c) for c in categories]
-        if min(values) > 0 and max(values) / min(values) >= 8:
-            ax.set_xscale("log")
-        ax.set_xticks(values, categories)
-    else:
-        ax.set_xticks(range(len(categories)), categories)
+        rest = ", ".join(f"{c}={v}" for i, (c, v) in enumerate(zip(table.columns, setting)) if i != xi)
+        series.setdefault(rest, []).append((setting[xi], stats[metric][0], stats[metric][1]))
     n = sorted({len(seeds) for _, _, seeds in table.rows})
-    ax.set_xlabel(x)
-    ax.set_ylabel(f"{metric} (mean ± std, {'/'.join(map(str, n))} seeds)")
-    ax.grid(alpha=0.3)
-    if any(lines):
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return errorbar_series(series, x, f"{metric} (mean ± std, {'/'.join(map(str, n))} seeds)")
+
+
+def plot(table: Table, metric: str, x: str, path: Path) -> Path:
+    """:func:`figure` written as a PNG to ``path``."""
+    from mmresearch.evaluation.plots import save_figure
+
+    return save_figure(figure(table, metric, x), path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

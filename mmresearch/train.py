@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import hydra
 import lightning as L
@@ -26,10 +26,14 @@ from mmresearch.callbacks.data_quality import DataQuality
 from mmresearch.callbacks.preemption import PreemptionCheckpoint
 from mmresearch.models.builder import build_model
 from mmresearch.utils.checkpoint import config_container
+from mmresearch.utils.command_line import checked_command_line
+from mmresearch.utils.config_checks import check_config_values
 from mmresearch.utils.instantiate import build, build_dict
 
 from mmresearch.utils.launch import cluster_plugins, install_hydra_ddp_fix
-from mmresearch.utils.results import format_table, write_results
+from mmresearch.utils.console import log_files, setup_console
+from mmresearch.utils.results import format_paths, format_table, write_results
+from mmresearch.utils.resume import resume_checkpoint
 
 log = logging.getLogger("mmresearch.train")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -50,16 +54,17 @@ def hydra_record() -> Optional[Dict[str, Any]]:
             "job_num": hc.job.get("num"), "mode": str(hc.mode)}
 
 
-def resume_path(cfg: DictConfig, out_dir: Path) -> Optional[str]:
-    """``cfg.ckpt_path``; with none, a preemption checkpoint of this run directory when submitit
-    restarted the job locally (under SLURM Lightning finds it by itself)."""
-    if cfg.get("ckpt_path") or "SUBMITIT_FOLDER" not in os.environ:
-        return cfg.get("ckpt_path")
-    return "hpc" if any(out_dir.glob("hpc_ckpt_*.ckpt")) else None
+def resume_path(cfg: DictConfig, out_dir: Path, callbacks: List[Any]) -> Optional[str]:
+    """The checkpoint file this run resumes from (``ckpt_path``, else with ``resume=auto`` this
+    run directory's furthest checkpoint), or None; a missing, unreadable or other-family
+    checkpoint is a ConfigError (:func:`mmresearch.utils.resume.resume_checkpoint`)."""
+    return resume_checkpoint(cfg, out_dir, callbacks)
 
 
 def setup_run(cfg: DictConfig) -> Path:
-    """Threads and seeds of this process; returns the run's output directory."""
+    """Checks the config's typed values, sets the threads and seeds of this process; returns the
+    run's output directory."""
+    check_config_values(cfg)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)
@@ -70,12 +75,13 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     """Fit, test the best checkpoint and write ``results.json``; returns the test metrics."""
     started = time.time()
     out_dir = setup_run(cfg)
+    callbacks = build_dict(cfg, "callbacks")
+    ckpt_path = resume_path(cfg, out_dir, callbacks)  # before any data is built
 
     tokenizer = build(cfg, "tokenizer")
     datamodule = build(cfg, "data", tokenizer=tokenizer)
     model = build_model(cfg, tokenizer, datamodule)
     model.run_config = config_container(cfg)
-    callbacks = build_dict(cfg, "callbacks")
     if getattr(datamodule, "skip_ledger", None) is not None and not any(isinstance(c, DataQuality) for c in callbacks):
         callbacks.append(DataQuality())  # the skip limit holds even without the callbacks config entry
     loggers = build_dict(cfg, "logger")
@@ -83,7 +89,7 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
     for logger in loggers:  # the whole run config (W&B config panel, CSV hparams.yaml)
         logger.log_hyperparams(model.run_config)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg, out_dir))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     resumed_from = trainer.ckpt_path
     preemption = next((c for c in callbacks if isinstance(c, PreemptionCheckpoint)), None)
     if preemption is not None and preemption.preempted:
@@ -95,8 +101,10 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         preemption.remove_stale_checkpoints(trainer)
     metrics: Dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if cfg.get("test", True):
-        ckpt: Optional[str] = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+        # the best checkpoint by its path ("best" warns when several ModelCheckpoint callbacks exist);
+        # verbose=False: the one table of the run is the final one below
+        ckpt: Optional[str] = (trainer.checkpoint_callback.best_model_path or None) if trainer.checkpoint_callback else None
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
         metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics = {k: float(v) for k, v in metrics.items()}
     if trainer.is_global_zero:
@@ -107,7 +115,8 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
             extra["data_quality"] = ledger.summary()
         path = write_results(out_dir, metrics, cfg, time.time() - started, extra=extra)
         shown = {k: v for k, v in metrics.items() if k.startswith("test/")} or metrics
-        print(format_table(shown, title=f"{'test' if cfg.get('test', True) else 'val'} metrics ({path})"))
+        log.info("\n%s", format_table(shown, title=f"{'test' if cfg.get('test', True) else 'val'} metrics ({path})"))
+        log.info("%s", format_paths({"best checkpoint": best, "log": log_files()}))
     finish_wandb(loggers)
     return metrics
 
@@ -121,10 +130,12 @@ def finish_wandb(loggers) -> None:
         wandb.finish()
 
 
+@checked_command_line("train")
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> Optional[float]:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers when set."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    setup_console()
     install_hydra_ddp_fix()
     metrics = train(cfg)
     key = cfg.get("optimized_metric")

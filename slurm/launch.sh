@@ -7,8 +7,9 @@
 #   PYTHON   interpreter with mmresearch installed (default: .venv/bin/python if present, else python)
 #   TRAINER  trainer config group (default ddp; ddp_cpu on a CPU-only cluster)
 #   RUN_DIR  run directory (default outputs/slurm/<job name>-<job id>). It does not change when the
-#            job is requeued, so the requeued job finds its checkpoint there and resumes.
-# Arguments: Hydra overrides of `mmr-train`.
+#            job is requeued, so the requeued job finds its checkpoint there and resumes
+#            (resume=auto: the run directory's furthest checkpoint when there is one, else from scratch).
+# Arguments: Hydra overrides of `mmr-train` (after resume=auto, so resume=never or ckpt_path=... wins).
 set -euo pipefail
 
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
@@ -22,4 +23,5 @@ srun --kill-on-bad-exit=1 "$PYTHON" -m mmresearch.train \
     trainer.devices="${SLURM_NTASKS_PER_NODE}" \
     trainer.num_nodes="${SLURM_JOB_NUM_NODES}" \
     hydra.run.dir="$RUN_DIR" \
+    resume=auto \
     "$@"

@@ -92,3 +92,40 @@ def test_errors_name_the_problem(tmp_path, sweeps):
     with pytest.raises(SystemExit) as exit_info:
         ablate.main([str(tmp_path / "nope")])
     assert exit_info.value.code == 2
+
+
+def _visible_line(line) -> bool:
+    return line.get_linestyle() not in ("None", "none", "", " ") and len(line.get_xdata()) > 1
+
+
+def test_a_categorical_x_is_drawn_as_points_with_error_bars_not_a_line(sweeps):
+    """Loss names on x: no line joins two categories; each setting is a point with its error bar
+    at its category (series side by side), the ticks name the categories."""
+    from matplotlib.container import ErrorbarContainer
+
+    table = ablate.build_table(ablate.find_runs(sweeps), metrics=["test/t2i_R@1"])
+    fig = ablate.figure(table, "test/t2i_R@1", "loss")
+    ax = fig.axes[0]
+    categories = [t.get_text() for t in ax.get_xticklabels()]
+    assert categories == ["infonce", "siglip", "triplet"]
+    joined = [line for line in ax.lines if _visible_line(line) and len({round(float(x)) for x in line.get_xdata()}) > 1]
+    assert not joined, [list(line.get_xdata()) for line in joined]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2 and all(c.has_yerr for c in bars)  # the temperature=- and temperature=siglip series
+    points = {}
+    for c in bars:
+        for x, y in zip(*c.lines[0].get_data()):
+            points[categories[round(float(x))]] = (float(x), float(y))
+    assert {k: v[1] for k, v in points.items()} == pytest.approx({"infonce": 0.51, "siglip": 0.61, "triplet": 0.31})
+    assert all(abs(x - round(x)) < 0.5 for x, _ in points.values())
+
+
+def test_a_numeric_x_is_still_a_line(tmp_path):
+    for i, (key, tau) in enumerate([("temperature.tau", 0.02), ("temperature.tau", 0.07), ("temperature.init_tau", 0.02)]):
+        for seed in (0, 1):
+            _run(tmp_path / "s", f"{i}_{seed}", [f"{key}={tau}", f"seed={seed}", f"temperature={'fixed' if 'init' not in key else 'learnable'}"],
+                 {"test/rsum": tau + seed})
+    table = ablate.build_table(ablate.find_runs([tmp_path / "s"]), merge={"tau0": ["temperature.tau", "temperature.init_tau"]})
+    ax = ablate.figure(table, "test/rsum", "tau0").axes[0]
+    lines = [line for line in ax.lines if _visible_line(line)]
+    assert [list(map(float, line.get_xdata())) for line in lines] == [[0.02, 0.07]]  # the fixed series, joined in x order

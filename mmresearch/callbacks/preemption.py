@@ -8,9 +8,10 @@ handler only records the signal. At the next training-step boundary every rank l
 rank got it (one boolean all-reduce), they all save one checkpoint together, training stops, and
 after ``trainer.fit`` returns :meth:`PreemptionCheckpoint.requeue` puts the job back in the queue.
 
-The checkpoint is written as ``<default_root_dir>/hpc_ckpt_<n>.ckpt``, where Lightning looks when
-a job restarts under SLURM with no ``ckpt_path``: the requeued job (same job id, so the same run
-directory in the templates) resumes at the same global step with the optimizer, LR scheduler,
+The checkpoint is written as ``<default_root_dir>/hpc_ckpt_<n>.ckpt``. The requeued job (same job
+id, so the same run directory in the templates) runs with ``resume=auto``
+(:mod:`mmresearch.utils.resume`: ``slurm/launch.sh`` passes it, the submitit launcher configs set
+``MMR_RESUME=auto``) and resumes at the same global step with the optimizer, LR scheduler,
 temperature, queues, momentum model, RNG states (:class:`~mmresearch.callbacks.rng_state.RNGState`)
 and the position in the epoch's data (the training loader is a ``StatefulDataLoader``).
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from mmresearch.data.skips import EXAMPLES_PER_REASON, DataError
+from mmresearch.data.skips import DataError, Examples, add_example
 from mmresearch.utils.errors import ConfigError
 
 FORMATS = ("karpathy", "coco", "csv")
@@ -45,14 +45,15 @@ class Annotations:
     """The usable images of one annotation file and what was skipped reading it.
 
     ``samples`` counts every (image, caption) row read, usable or not; ``skipped`` counts the
-    rows left out per reason, with up to :data:`EXAMPLES_PER_REASON` example names each.
+    rows left out per reason, with up to :data:`~mmresearch.data.skips.EXAMPLES_PER_REASON` example
+    names each and the rows each cost.
     """
 
     source: str
     items: List[ImageCaptions] = field(default_factory=list)
     samples: int = 0
     skipped: Counter = field(default_factory=Counter)
-    examples: Dict[str, List[str]] = field(default_factory=dict)
+    examples: Examples = field(default_factory=dict)
     #: images (as annotated) that lost at least one row, so a split drawn later can refuse to
     #: put a thinned image into an evaluation set
     thinned: set = field(default_factory=set)
@@ -61,9 +62,7 @@ class Annotations:
         self.skipped[reason] += count
         if image:
             self.thinned.add(image.strip())
-        kept = self.examples.setdefault(reason, [])
-        if len(kept) < EXAMPLES_PER_REASON:
-            kept.append(name)
+        add_example(self.examples, reason, name, count)
 
     @property
     def num_captions(self) -> int:

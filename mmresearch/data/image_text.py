@@ -41,6 +41,8 @@ from mmresearch.utils.errors import ConfigError, check_choice
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: the split an evaluation stage reads (``fit`` reads all of them)
+STAGE_SPLITS = {"validate": "val", "test": "test", "predict": "test"}
 #: keys a source may have, per format (``format`` itself aside)
 SOURCE_KEYS: Dict[str, tuple] = {
     "karpathy": ("path", "image_root"),
@@ -228,11 +230,14 @@ class ImageTextDataModule(CaptionDataModule):
     # Reading the sources
 
     def setup(self, stage: Optional[str] = None) -> None:
-        """Reads the sources. ``fit`` (or None) reads all splits; ``validate``/``test``/``predict``
-        only the evaluation splits (the training annotations only when the splits are drawn from
-        them, and then without checking the training images)."""
+        """Reads the sources of the splits a stage uses: ``fit`` (or None) all of them,
+        ``validate`` the validation split, ``test``/``predict`` the test split. An evaluation reads
+        the training annotations only when its split is drawn from them (``data.split``), and then
+        without checking the training images; COCO's validation images drawn from train2017 are not
+        needed to test on val2017."""
         training = stage in (None, "fit")
-        if "val" in self._splits and "test" in self._splits and ("train" in self._splits or not training):
+        wanted = set(SPLITS) if training else {STAGE_SPLITS.get(stage, "test")}
+        if wanted <= set(self._splits):
             return
         train_spec = self.sources["train"]
         items: Dict[str, List[ImageCaptions]] = {}
@@ -244,11 +249,11 @@ class ImageTextDataModule(CaptionDataModule):
                     shuffle_buffer=int(train_spec.get("shuffle_buffer") or 0), seed=self.seed, batch_size=self.batch_size,
                     rank=rank, world_size=world,
                 )
-        elif training or self.split_sizes:
+        elif training or any(self.sources[name] is None for name in wanted):
             ann = read_source(train_spec, "train")
             drawn = split_by_image(ann.items, self.split_sizes, self.split_seed) if self.split_sizes else {"train": ann.items}
             for name in ("val", "test"):
-                if name in drawn:
+                if name in drawn and name in wanted:
                     thinned = sorted(ann.thinned & {item.image for item in drawn[name]})
                     if thinned:
                         raise DataError(
@@ -266,7 +271,7 @@ class ImageTextDataModule(CaptionDataModule):
                 items["train"] = kept
         for name in ("val", "test"):
             spec = self.sources[name]
-            if spec is not None:
+            if spec is not None and name in wanted:
                 ann = read_source(spec, name)
                 if ann.skipped:
                     raise DataError(
@@ -315,7 +320,7 @@ class ImageTextDataModule(CaptionDataModule):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; allowed: {list(SPLITS)}")
         if split not in self._splits:
-            self.setup("fit" if split == "train" else "test")
+            self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
         return self._splits[split]
 
     # ------------------------------------------------------------------------------------------
@@ -373,7 +378,7 @@ class ImageTextDataModule(CaptionDataModule):
         """The skip counts so far (stored in checkpoints: a resumed run reports every epoch)."""
         ledger = self.skip_ledger
         return {"skip_history": list(ledger.history), "epoch_skipped": dict(ledger.epoch_skipped), "epoch_used": ledger.epoch_used,
-                "examples": {k: list(v) for k, v in ledger.examples.items()}}
+                "examples": {k: dict(v) for k, v in ledger.examples.items()}}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restores the counts when a fit resumes (testing the best checkpoint keeps this run's)."""
@@ -387,8 +392,7 @@ class ImageTextDataModule(CaptionDataModule):
         if getattr(self.trainer, "global_rank", 0) == 0 if self.trainer is not None else True:
             ledger.epoch_skipped.update(state.get("epoch_skipped", {}))
             ledger.epoch_used += int(state.get("epoch_used", 0))
-        for reason, names in state.get("examples", {}).items():
-            ledger.examples.setdefault(reason, list(names))
+        ledger.restore_examples(state.get("examples", {}))
 
 
 def _positive(name: str, value: Any) -> int:

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, List, Mapping, Optional, Union
 
 #: Reasons a sample is skipped. ``ddp_balance`` is not a data problem: valid pairs dropped so that
 #: every rank trains on the same batch size after another rank skipped samples (not counted
 #: against the threshold).
 REASONS = ("unreadable_row", "empty_caption", "missing_image", "corrupt_image", "ddp_balance")
 DATA_REASONS = REASONS[:-1]
-#: sample names kept per reason for messages
+#: distinct sample names kept per reason for messages, each with the samples it cost
 EXAMPLES_PER_REASON = 5
+#: ``{reason: {name: samples skipped}}``: a corrupt image with 5 captions is one name with count 5
+Examples = Dict[str, Dict[str, int]]
 
 
 class DataError(ValueError):
@@ -48,6 +50,26 @@ class Skipped:
             raise ValueError(f"unknown skip reason {self.reason!r}; allowed: {list(DATA_REASONS)}")
 
 
+def example_counts(names: Union[Mapping[str, int], Iterable[str]]) -> Dict[str, int]:
+    """``{name: count}`` of a mapping (copied) or of a list with one name per skipped sample."""
+    if isinstance(names, Mapping):
+        return {str(k): int(v) for k, v in names.items()}
+    return dict(Counter(map(str, names)))
+
+
+def add_example(examples: Examples, reason: str, name: str, count: int = 1) -> None:
+    """Count ``count`` samples of ``name`` under ``reason``; a new name is kept only while the
+    reason has fewer than :data:`EXAMPLES_PER_REASON` names."""
+    kept = examples.setdefault(reason, {})
+    if name in kept or len(kept) < EXAMPLES_PER_REASON:
+        kept[name] = kept.get(name, 0) + int(count)
+
+
+def format_examples(names: Mapping[str, int], limit: int = 3) -> str:
+    """``"a.jpg x5, b.jpg"``: the first ``limit`` names, with the count where it is above 1."""
+    return ", ".join(f"{name} x{n}" if n > 1 else name for name, n in list(names.items())[:limit])
+
+
 def summarize(skipped: Iterable[Skipped]) -> Dict[str, List[str]]:
     """``{reason: [sample names]}`` of the markers (what a batch carries in ``batch.skipped``)."""
     out: Dict[str, List[str]] = {}
@@ -70,10 +92,10 @@ class SkipLedger:
     setup_total: int = 0
     epoch_skipped: Counter = field(default_factory=Counter)
     epoch_used: int = 0
-    examples: Dict[str, List[str]] = field(default_factory=dict)
+    examples: Examples = field(default_factory=dict)
     history: List[dict] = field(default_factory=list)
 
-    def add_setup(self, counts: Mapping[str, int], total: int, examples: Optional[Mapping[str, List[str]]] = None) -> None:
+    def add_setup(self, counts: Mapping[str, int], total: int, examples: Optional[Mapping[str, Mapping[str, int]]] = None) -> None:
         self.setup_skipped.update({k: int(v) for k, v in counts.items() if v})
         self.setup_total += int(total)
         self._keep_examples(examples or {})
@@ -88,10 +110,17 @@ class SkipLedger:
         if count:
             self.epoch_skipped[reason] += int(count)
 
-    def _keep_examples(self, examples: Mapping[str, List[str]]) -> None:
+    def _keep_examples(self, examples: Mapping[str, Union[Mapping[str, int], List[str]]]) -> None:
+        """Add ``{reason: {name: count}}`` (set-up) or ``{reason: [name per sample]}`` (a batch)."""
         for reason, names in examples.items():
-            kept = self.examples.setdefault(reason, [])
-            kept.extend(names[: max(0, EXAMPLES_PER_REASON - len(kept))])
+            for name, count in example_counts(names).items():
+                add_example(self.examples, reason, name, count)
+
+    def restore_examples(self, state: Mapping[str, Union[Mapping[str, int], List[str]]]) -> None:
+        """The examples of a checkpoint (``{name: count}``, or a list of names from checkpoints
+        written before the counts) for the reasons this ledger has none of yet."""
+        for reason, names in state.items():
+            self.examples.setdefault(reason, example_counts(names))
 
     def reset_epoch(self) -> None:
         self.epoch_skipped = Counter()
@@ -113,7 +142,7 @@ class SkipLedger:
         return {
             "setup": {"samples": self.setup_total, "skipped": dict(self.setup_skipped), "fraction": round(self.setup_fraction, 6)},
             "epochs": list(self.history),
-            "examples": {k: list(v) for k, v in self.examples.items()},
+            "examples": {k: dict(v) for k, v in self.examples.items()},
         }
 
 
@@ -122,11 +151,12 @@ def format_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(parts) or "none"
 
 
-def check_fraction(what: str, skipped: Mapping[str, int], used: int, limit: float, examples: Mapping[str, List[str]]) -> None:
-    """Raise :class:`DataQualityError` when the share of bad samples passes ``limit``."""
+def check_fraction(what: str, skipped: Mapping[str, int], used: int, limit: float, examples: Mapping[str, Mapping[str, int]]) -> None:
+    """Raise :class:`DataQualityError` when the share of bad samples passes ``limit``; the message
+    names up to 3 files per reason, each once with the samples it cost."""
     share = SkipLedger.fraction(skipped, used)
     if share > limit:
-        shown = "; ".join(f"{r}: {', '.join(names[:3])}" for r, names in examples.items() if names)
+        shown = "; ".join(f"{r}: {format_examples(names)}" for r, names in examples.items() if names)
         raise DataQualityError(
             f"{what}: {share:.2%} of the samples were skipped ({format_counts(skipped)}; {used} used), more than "
             f"data.max_skipped_fraction={limit:g}. Fix the data or raise the limit. Examples: {shown or 'none kept'}"

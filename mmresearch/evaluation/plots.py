@@ -17,7 +17,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -451,6 +451,62 @@ def _class_colours(n: int, class_names: Sequence[str] = ()) -> list:
         return list(colormaps["tab20"].colors)
     cmap = colormaps["hsv"]
     return [cmap(i / n) for i in range(n)]
+
+
+def _number(value: str) -> Optional[float]:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def errorbar_series(
+    series: Mapping[str, Sequence[tuple[str, float, float]]], xlabel: str, ylabel: str, title: Optional[str] = None
+) -> Figure:
+    """Means with error bars against a setting, one series per label.
+
+    When every x value is a number, each series is a line through its points in x order (a log
+    axis when the values are positive and span 8x or more). Otherwise x is categorical (loss
+    names, model families): each setting is a point with its error bar and no line joins two
+    categories (their order means nothing); the series sit side by side within a category.
+
+    Args:
+        series: ``{label: [(x value, mean, std), ...]}``; x values are strings (setting values);
+            an empty label draws no legend entry.
+        xlabel, ylabel, title: axis labels and an optional title.
+    """
+    numeric = all(_number(x) is not None for points in series.values() for x, _, _ in points)
+    order = lambda v: (0, _number(v), "") if _number(v) is not None else (1, 0.0, v)  # noqa: E731
+    categories = sorted({x for points in series.values() for x, _, _ in points}, key=order)
+    fig = _new_figure(5.5, 3.6)
+    ax = fig.add_subplot()
+    step = min(0.15, 0.6 / max(len(series), 1))  # categorical: the series' offsets within a category
+    for i, (label, points) in enumerate(series.items()):
+        points = sorted(points, key=lambda p: order(p[0]))
+        if numeric:
+            xs, style = [float(p[0]) for p in points], "-"
+        else:
+            offset = (i - (len(series) - 1) / 2) * step
+            xs, style = [categories.index(p[0]) + offset for p in points], "none"
+        ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", linestyle=style, capsize=3,
+                    label=label or None)
+    if numeric:
+        values = [float(c) for c in categories]
+        if min(values) > 0 and max(values) / min(values) >= 8:
+            ax.set_xscale("log")
+        ax.set_xticks(values, categories)
+    else:
+        ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if any(series):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def save_figure(fig: Figure, path: Union[str, Path], dpi: int = 120) -> Path:

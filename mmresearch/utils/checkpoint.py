@@ -2,16 +2,17 @@
 
 Training stores the resolved run config in every checkpoint (``checkpoint["mmresearch_config"]``,
 plain containers only), so a checkpoint alone rebuilds its model. Checkpoints are read with
-``torch.load(weights_only=True)``: no code in the file runs. A checkpoint that needs full
-unpickling is refused unless ``allow_unsafe=True`` (only for files you trust).
+``torch.load(weights_only=True)``: no code in the file runs. A checkpoint that holds other Python
+objects is refused unless ``allow_unsafe=True``; a file that is not a readable checkpoint is one
+line naming it.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import lightning as L
 import torch
@@ -41,18 +42,39 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return p
 
 
-def load_checkpoint(path: str | Path, allow_unsafe: bool = False) -> Dict[str, Any]:
-    """``torch.load`` on the CPU with ``weights_only=True`` (tensors and plain containers only)."""
-    path = resolve_checkpoint_path(path)
+def unsafe_globals(path: Path) -> Optional[List[str]]:
+    """The Python objects (``module.name``) a checkpoint file holds beyond tensors and plain
+    containers; ``None`` when the file cannot be read as a ``torch.save`` archive at all."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:
+        return None
+
+
+def load_checkpoint(path: str | Path, allow_unsafe: bool = False, key: str = "ckpt_path", mmap: bool = False) -> Dict[str, Any]:
+    """``torch.load`` on the CPU with ``weights_only=True`` (tensors and plain containers only).
+
+    A file that is not a readable checkpoint, or (unless ``allow_unsafe``) one that holds other
+    Python objects, is a one-line ConfigError naming ``key`` and the file. ``mmap`` maps the
+    tensors instead of reading them (cheap look at a large checkpoint's metadata)."""
+    path = resolve_checkpoint_path(path)
+    unreadable = f"{key}={path} is not a readable checkpoint: the file is truncated or corrupt, or was not written by torch.save"
+    mmap = mmap and zipfile.is_zipfile(path)  # torch maps only its zip format (the default since torch 1.6)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # torch's messages for corrupt files suggest unsafe loading: never shown
+        objects = unsafe_globals(path)
+        if not objects:
+            raise ConfigError(unreadable) from None
         if not allow_unsafe:
             raise ConfigError(
-                f"checkpoint {path} holds objects that weights_only loading refuses ({str(err).splitlines()[0]}). "
-                "If you trust the file, set allow_unsafe_checkpoint=true to unpickle it fully."
+                f"{key}={path} stores Python objects other than tensors and plain containers ({', '.join(objects[:5])}); "
+                "they are not unpickled, since that runs code from the file (mmr-eval's allow_unsafe_checkpoint=true does it)"
             ) from err
-        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception:
+        raise ConfigError(unreadable) from None
 
 
 def run_config(checkpoint: Dict[str, Any], path: str | Path) -> DictConfig:
@@ -76,19 +98,28 @@ def config_container(cfg: DictConfig) -> Dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
 
 
-def load_model(path: str | Path, allow_unsafe: bool = False, data: Optional[DictConfig] = None) -> Tuple[L.LightningModule, DictConfig, Any]:
+def load_model(
+    path: str | Path, allow_unsafe: bool = False, configure: Optional[Callable[[DictConfig], DictConfig]] = None
+) -> Tuple[L.LightningModule, DictConfig, Any]:
     """Rebuild the model of a checkpoint with its weights (strict): ``(model, run config, tokenizer)``.
 
-    ``data`` replaces the run's data config (evaluating on other data)."""
+    ``configure`` maps the stored run config to the one to build (an evaluation's data and model
+    changes: :func:`mmresearch.utils.eval_config.eval_run_config`)."""
     from mmresearch.models.builder import build_model
     from mmresearch.utils.instantiate import build
 
     checkpoint = load_checkpoint(path, allow_unsafe=allow_unsafe)
     cfg = run_config(checkpoint, path)
-    if data is not None:
-        cfg.data = data
+    if configure is not None:
+        cfg = configure(cfg)
     tokenizer = build(cfg, "tokenizer")
-    model = build_model(cfg, tokenizer, build(cfg, "data", tokenizer=tokenizer))
+    # the weights come from this checkpoint: the run's `model.init_from` file is not read again
+    # (it may be gone, and its share check is about the run's start, not about this checkpoint)
+    build_cfg = cfg.copy()
+    if OmegaConf.select(build_cfg, "model.init_from") is not None:
+        build_cfg.model.init_from = None
+    model = build_model(build_cfg, tokenizer, build(build_cfg, "data", tokenizer=tokenizer))
+    model.run_config = config_container(cfg)
     if "state_dict" not in checkpoint:
         raise ConfigError(f"checkpoint {resolve_checkpoint_path(path)} has no state_dict")
     missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)

@@ -50,3 +50,13 @@ def format_table(metrics: Mapping[str, Any], title: str = "test metrics") -> str
     line = "-" * (width + 12)
     body = "\n".join(f"{k:<{width}}  {v:>10}" for k, v in rows)
     return f"{line}\n{title}\n{line}\n{body}\n{line}"
+
+
+def format_paths(paths: Mapping[str, Any]) -> str:
+    """``name: path`` lines of what a run wrote (a list value: one line per path; empty ones left out)."""
+    lines = []
+    for name, value in paths.items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if path:
+                lines.append(f"{name}: {path}")
+    return "\n".join(lines)

@@ -38,3 +38,25 @@ def test_unknown_group_option_lists_the_available_ones(tmp_path):
     assert proc.returncode != 0
     assert "Could not find 'loss/infonse'" in proc.stderr
     assert "infonce" in proc.stderr and "siglip" in proc.stderr  # Hydra lists the options
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        ("mmresearch.train", ["trainer.max_epoch=3"], "trainer.max_epoch is not a config key. Did you mean trainer.max_epochs?"),
+        ("mmresearch.train", ["--multirun", "loss=triplet", "loss.margn=0.1", "seed=0,1"], "loss.margn is not a config key. Did you mean loss.margin?"),
+        ("mmresearch.eval", ["ckpt_path=x.ckpt", "precison=32"], "precison is not a config key. Did you mean precision?"),
+    ],
+)
+def test_misspelled_key_is_one_line_with_a_suggestion(tmp_path, module, args, message):
+    proc = run_cli([*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=REPO, timeout=120, module=module)
+    assert proc.returncode == 2 and proc.stderr.strip() == message, proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()  # nothing started
+
+
+@pytest.mark.slow
+def test_typed_value_error_names_the_key_before_any_data(tmp_path):
+    proc = run_cli(["optimizer.lr=abc", f"hydra.run.dir={tmp_path}"], cwd=REPO, timeout=120)
+    assert proc.returncode != 0 and "optimizer.lr must be a number > 0, got 'abc'" in proc.stderr
+    assert "Seed set" not in proc.stdout + proc.stderr  # stopped before seeding, let alone building data

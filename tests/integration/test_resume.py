@@ -96,3 +96,11 @@ def test_preemption_signal_checkpoints_at_a_step_boundary_and_resumes(tmp_path, 
     assert json.loads((run_dir / "results.json").read_text())["metrics"] == json.loads((uninterrupted / "results.json").read_text())["metrics"]
     assert not list(run_dir.glob("hpc_ckpt_*.ckpt"))  # removed once the run completed
     assert (run_dir / "csv" / "metrics.csv").exists() and (run_dir / "csv" / "restart1" / "metrics.csv").exists()  # both parts logged
+
+
+def test_last_without_a_checkpoint_fails_with_one_line(tmp_path):
+    """Lightning would warn (suggesting save_last) and train from scratch with exit status 0."""
+    proc = _run([*BASE, "ckpt_path=last"], tmp_path)
+    assert proc.returncode != 0
+    assert f"ckpt_path=last: no last checkpoint (last*.ckpt) in {tmp_path / 'checkpoints'} to resume from" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "csv").exists()  # nothing trained

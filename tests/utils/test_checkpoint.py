@@ -54,3 +54,27 @@ def test_config_falls_back_to_hydra_dir(tmp_path):
     path = tmp_path / "checkpoints" / "last.ckpt"
     torch.save({"state_dict": {}}, path)
     assert run_config(load_checkpoint(path), path).seed == 7
+
+
+@pytest.mark.parametrize("content", [b"x" * 100, b"this is not a checkpoint", b"", "truncated"])
+def test_unreadable_checkpoint_is_one_line_that_never_suggests_unsafe_loading(tmp_path, content):
+    path = tmp_path / "bad.ckpt"
+    if content == "truncated":
+        torch.save({"state_dict": {"w": torch.ones(1000)}}, tmp_path / "good.ckpt")
+        content = (tmp_path / "good.ckpt").read_bytes()[:600]
+    path.write_bytes(content)
+    for allow_unsafe in (False, True):
+        with pytest.raises(ConfigError) as err:
+            load_checkpoint(path, allow_unsafe=allow_unsafe)
+        assert str(err.value) == (f"ckpt_path={path} is not a readable checkpoint: the file is truncated or corrupt, "
+                                  "or was not written by torch.save")
+
+
+def test_unsafe_checkpoint_message_names_the_objects_without_recommending_them(tmp_path):
+    path = tmp_path / "b.ckpt"
+    torch.save({"state_dict": {}, "thing": NotATensor()}, path)
+    with pytest.raises(ConfigError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"ckpt_path={path} stores Python objects other than tensors and plain containers (")
+    assert "NotATensor" in message and "weights_only" not in message and "\n" not in message
