@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from mmresearch.evaluation.metric import first_occurrence
 
 __all__ = ["vqa_soft_scores", "one_hot_soft_scores", "vqa_question_scores", "vqa_score", "vqa_loss", "VQAScore"]
 
@@ -117,30 +120,33 @@ def vqa_loss(logits: Tensor, soft_scores: Tensor) -> Tensor:
 class VQAScore(Metric):
     """Running VQA score (:func:`vqa_score`) over batches and, under DDP, over ranks.
 
-    States: ``score_sum`` (float64) and ``count`` (long), both summed across processes. Every
-    question counts once per ``update`` call (a distributed sampler's padded duplicates count
-    again, as with any sum-reduced metric).
+    States: ``question_ids`` and ``scores`` (the soft score of each question's prediction),
+    concatenated across processes. ``compute()`` counts every question id once, so the repeats
+    of a distributed sampler's padding are dropped (as :class:`~mmresearch.evaluation.metric.RetrievalMetric`
+    does).
 
-    ``update(logits [N, A], soft_scores [N, A])``; ``compute()`` -> scalar float32 tensor (NaN
-    before any question was seen).
+    ``update(logits [N, A], soft_scores [N, A], question_ids [N])``; ``compute()`` -> scalar
+    float32 tensor (NaN before any question was seen).
     """
 
     full_state_update = False
     higher_is_better = True
     is_differentiable = False
 
-    score_sum: Tensor
-    count: Tensor
-
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.add_state("score_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        for name in ("question_ids", "scores"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, logits: Tensor, soft_scores: Tensor) -> None:
+    def update(self, logits: Tensor, soft_scores: Tensor, question_ids: Tensor) -> None:
         scores = vqa_question_scores(logits.detach(), soft_scores.detach())
-        self.score_sum += scores.to(torch.float64).sum()
-        self.count += scores.numel()
+        if question_ids.shape != scores.shape:
+            raise ValueError(f"question_ids must be [N] = [{scores.numel()}], got {tuple(question_ids.shape)}")
+        self.question_ids.append(question_ids.detach().long())
+        self.scores.append(scores.to(torch.float64))
 
     def compute(self) -> Tensor:
-        return (self.score_sum / self.count).float()
+        if isinstance(self.scores, list) and not self.scores:  # (a tensor once synced across ranks)
+            return torch.tensor(float("nan"))
+        keep = first_occurrence(dim_zero_cat(self.question_ids))
+        return dim_zero_cat(self.scores)[keep].mean().float()

@@ -36,7 +36,7 @@ from mmresearch.data.batch import ImageTextBatch
 from mmresearch.evaluation.fused_retrieval import PairScorer
 from mmresearch.evaluation.pair_store import EvalPairs
 from mmresearch.evaluation.vqa import one_hot_soft_scores, vqa_loss
-from mmresearch.models.fused_base import FusedVisionLanguageModule, merged_options, mlm_masker, objective_weights
+from mmresearch.models.fused_base import DEFAULT_INIT_MIN_SHARE, FusedVisionLanguageModule, merged_options, mlm_masker, objective_weights
 from mmresearch.modules.encoders.outputs import EncoderOutput
 from mmresearch.modules.fusion_heads import ITMHead, MLMHead, VQAHead
 from mmresearch.modules.fusions import cross_attention
@@ -86,6 +86,8 @@ class ALBEF(FusedVisionLanguageModule):
         queue_size: momentum features kept as extra negatives (ALBEF: 65,536); 0: none (the
             negatives are the momentum features of the batch of every rank).
         init_from: a checkpoint whose matching weights initialise the model (VQA fine-tuning).
+        init_from_min_share: refuse an ``init_from`` checkpoint that fills less than this share
+            of the parameters (in elements; the momentum copy not counted), e.g. a run of another family.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class ALBEF(FusedVisionLanguageModule):
         momentum: float = 0.995,
         queue_size: int = 65536,
         init_from: Optional[str] = None,
+        init_from_min_share: float = DEFAULT_INIT_MIN_SHARE,
         eval_chunk_size: Optional[int] = 1024,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, retrieval=retrieval, eval_chunk_size=eval_chunk_size)
@@ -195,7 +198,7 @@ class ALBEF(FusedVisionLanguageModule):
         self.trains_itm = self.weights["itm"] > 0
         if init_from:
             # the queue holds another run's features and image ids (false positives here)
-            loaded = self.load_matching_weights(init_from, skip=("queue.",))
+            loaded = self.load_matching_weights(init_from, skip=("queue.",), min_share=init_from_min_share, derived=("momentum.",))
             if self.momentum is not None and not any(k.startswith("momentum.") for k in loaded):
                 self.momentum = MomentumCopy(self._momentum_sources(), momentum=momentum)  # start from the loaded weights
 

@@ -4,10 +4,15 @@ matching and VQA, option merging and initialisation from another run's checkpoin
 A fused model scores an image-caption pair jointly (``itm_logits``), so retrieval cannot be a
 single matrix product. Evaluation collects the split's raw images and captions
 (:class:`PairStore`), lets a cheap first stage pick the top-k candidates per query, and fuses only
-those (:func:`fused_retrieval`). The same ITM scores give ITM accuracy and the compositionality
-probe; a VQA head gives the VQA score. Metric names are the dual encoder's (``val/rsum``,
-``test/t2i_R@1``...), plus ``test/first_stage/*``, ``test/pairs_scored``, ``test/itm_acc`` and
-``test/vqa_score``.
+those (:func:`fused_retrieval`). The same ITM scores give ITM accuracy (every caption with its
+image and with another image drawn with a fixed seed) and the compositionality probe; a VQA
+head gives the VQA score. A run that does not train the ITM head reports the first stage's
+retrieval alone (or none without a first stage) and no ITM metrics. Every metric is computed from
+the states of all ranks, each image, caption and question counted once (the distributed
+sampler's padding repeats are dropped by id), and the pairs scored do not depend on the batches
+or ranks: one process and N ranks report the same values. Metric names are the dual encoder's
+(``val/rsum``, ``test/t2i_R@1``...), plus ``test/first_stage/*``, ``test/pairs_scored``,
+``test/itm_acc`` and ``test/vqa_score``.
 """
 
 from __future__ import annotations
@@ -25,13 +30,17 @@ from mmresearch.evaluation.pair_store import EvalPairs, PairStore
 from mmresearch.evaluation.retrieval import retrieval_metrics_from_scores
 from mmresearch.evaluation.vqa import VQAScore
 from mmresearch.models.base import VisionLanguageModule
-from mmresearch.modules.itm_negatives import sample_negative_partners
 from mmresearch.modules.masking import MLMMasker
 from mmresearch.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRIEVAL = {"enabled": True, "first_stage": "self", "top_k": 16, "batch_size": 256, "max_full_pairs": 250_000}
+#: share of a model's parameters (in elements) a ``model.init_from`` checkpoint must fill
+DEFAULT_INIT_MIN_SHARE = 0.5
+#: seed of the unmatched pairs of the ITM accuracy: fixed, so that they are a function of the
+#: split alone (the same in every evaluation of every run, whatever its seed or ranks)
+ITM_EVAL_SEED = 0
 
 
 def merged_options(defaults: Mapping[str, Any], given: Optional[Mapping[str, Any]], key: str) -> Dict[str, Any]:
@@ -80,7 +89,8 @@ class FusedVisionLanguageModule(VisionLanguageModule):
         optimizer, scheduler, eval_chunk_size: see :class:`VisionLanguageModule`.
     """
 
-    #: whether the ITM head is trained in this run (no ITM metrics otherwise); set by subclasses
+    #: whether the ITM head is trained in this run; set by subclasses. Without it there is no ITM
+    #: rerank (retrieval is the first stage's alone), no ``itm_acc`` and no compositionality probe.
     trains_itm = True
 
     def __init__(
@@ -94,7 +104,7 @@ class FusedVisionLanguageModule(VisionLanguageModule):
         self.retrieval_cfg = merged_options(DEFAULT_RETRIEVAL, retrieval, "model.retrieval")
         self.val_pairs, self.test_pairs = PairStore(), PairStore()
         self.val_vqa, self.test_vqa = VQAScore(), VQAScore()
-        self._itm_counts: Dict[str, Tensor] = {}
+        self._said_no_retrieval = False
         self._first_stage: list = []  # a dual encoder, kept out of the state dict and optimizer
         self.vqa_head = None
 
@@ -130,42 +140,75 @@ class FusedVisionLanguageModule(VisionLanguageModule):
         return score
 
     # -- initialisation from another run ---------------------------------------------------------
-    def load_matching_weights(self, path: str, skip: tuple = ()) -> Dict[str, Tensor]:
+    def load_matching_weights(self, path: str, skip: tuple = (), min_share: float = DEFAULT_INIT_MIN_SHARE, derived: tuple = ()) -> Dict[str, Tensor]:
         """Initialise from a checkpoint (file or run directory): every tensor whose name and shape
         match is loaded, the rest (new heads) keep their initialisation (``model.init_from``).
-        Names starting with a prefix in ``skip`` are not loaded. Returns what was loaded."""
-        from mmresearch.utils.checkpoint import load_checkpoint
 
-        state = {k: v for k, v in load_checkpoint(path)["state_dict"].items() if not k.startswith(skip)}
+        Refused (:class:`ConfigError`) when the loaded tensors fill less than ``min_share`` of this
+        model's parameters, counted in elements (``model.init_from_min_share``: a checkpoint of
+        another family matches only a few tensors); parameters under a prefix in ``derived`` (e.g.
+        a momentum copy rebuilt from the loaded weights) are not counted. The loaded and not
+        loaded top-level modules are listed in the error, and logged when it proceeds. Names
+        starting with a prefix in ``skip`` are not loaded. Returns what was loaded."""
+        from mmresearch.utils.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+        if isinstance(min_share, bool) or not isinstance(min_share, (int, float)) or not 0.0 <= min_share <= 1.0:
+            raise ConfigError(f"model.init_from_min_share must be a share in [0, 1], got {min_share!r}")
+        file = resolve_checkpoint_path(path)
+        source = f"model.init_from={path}" + ("" if str(file) == str(path) else f" ({file})")
+        state = {k: v for k, v in load_checkpoint(file)["state_dict"].items() if not k.startswith(skip)}
         own = self.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:
-            raise ConfigError(f"model.init_from={path}: no parameter of the checkpoint matches this model")
-        result = self.load_state_dict(usable, strict=False)
+            raise ConfigError(f"{source}: no parameter of the checkpoint matches this model")
+        loaded, total = _elements_by_module({n: p for n, p in self.named_parameters() if not n.startswith(derived)}, usable)
+        share = sum(loaded.values()) / max(sum(total.values()), 1)
+        listing = (f"loaded: {', '.join(f'{m} ({loaded[m]:,} of {total[m]:,} elements)' for m in total if loaded[m]) or 'nothing'}; "
+                   f"not loaded: {', '.join(f'{m} ({total[m]:,})' for m in total if not loaded[m]) or 'nothing'}")
+        if share < min_share:
+            raise ConfigError(
+                f"{source}: the checkpoint fills {share:.2%} of this model's parameters ({sum(loaded.values()):,} of "
+                f"{sum(total.values()):,} elements), below model.init_from_min_share={min_share} (is it a run of another "
+                f"model family?); {listing}. Lower model.init_from_min_share to load it anyway"
+            )
+        self.load_state_dict(usable, strict=False)
         skipped = sorted(set(state) - set(usable))
-        log.info("model.init_from=%s: %d tensors loaded; new (kept initialised): %s; skipped: %s", path, len(usable), result.missing_keys[:10], skipped[:10])
+        log.info("%s: %d tensors loaded (%.1f%% of the parameters); %s; checkpoint tensors not in this model: %s", source, len(usable), 100 * share, listing, skipped[:10])
         return usable
 
     # -- evaluation --------------------------------------------------------------------------------
+    def retrieval_mode(self) -> Optional[str]:
+        """What val/test retrieval reports: ``fused`` (first stage + ITM rerank), ``first_stage``
+        (the ITM head is not trained in this run: the first stage alone), or None (retrieval
+        off, or neither a trained ITM head nor a first stage: said once in the log)."""
+        if not self.retrieval_cfg["enabled"]:
+            return None
+        if self.trains_itm:
+            return "fused"
+        choice = self.retrieval_cfg["first_stage"]
+        if choice not in (None, "none") and (choice != "self" or self.has_embeddings):
+            return "first_stage"
+        if not self._said_no_retrieval:
+            self._said_no_retrieval = True
+            if self._rank_and_world()[0] == 0:
+                log.warning("model.retrieval.enabled=true, but no retrieval is reported: the ITM head is not trained "
+                            "(model.objectives.itm=0) and there is no first stage (model.retrieval.first_stage=%s%s)", choice,
+                            " without contrastive embeddings" if choice == "self" else "")
+        return None
+
     def _eval_step(self, batch: ImageTextBatch, stage: str) -> None:
-        pairs: PairStore = getattr(self, f"{stage}_pairs")
-        text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=self.device)
-        if self.retrieval_cfg["enabled"]:
-            pairs.update(batch.images, batch.image_ids, batch.input_ids, batch.attention_mask, batch.text_image_ids, text_ids)
+        if self.trains_itm or self.retrieval_mode() is not None:  # the split's pairs: retrieval, ITM accuracy
+            text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=self.device)
+            getattr(self, f"{stage}_pairs").update(batch.images, batch.image_ids, batch.input_ids, batch.attention_mask, batch.text_image_ids, text_ids)
         if self.vqa_head is not None and batch.question_input_ids is not None:
             logits, soft = self.vqa_logits(batch)
-            getattr(self, f"{stage}_vqa").update(logits.float(), soft.float())
-        if not self.trains_itm:
-            return  # the ITM head is not trained in this run (e.g. VQA fine-tuning): no ITM metrics
-        rows = _caption_rows(batch.image_ids, batch.text_image_ids)
-        pos = self.itm_head.score(self.fused_pooled(batch.images[rows], batch.input_ids, batch.attention_mask))  # [T]
-        partner = sample_negative_partners(batch.text_image_ids)  # a caption of another image per caption
-        has = partner >= 0
-        neg = self.itm_head.score(self.fused_pooled(batch.images[rows[has]], batch.input_ids[partner[has]], batch.attention_mask[partner[has]]))
-        counts = self._itm_counts.setdefault(stage, torch.zeros(4, device=self.device))
-        counts += torch.stack([(pos > 0).sum(), torch.tensor(pos.numel(), device=self.device), (neg <= 0).sum(), torch.tensor(neg.numel(), device=self.device)]).float()
-        if batch.neg_input_ids is not None and batch.neg_kinds is not None:
-            hard = self.itm_head.score(self.fused_pooled(batch.images, batch.neg_input_ids, batch.neg_attention_mask))
+            q = batch.question_input_ids.shape[1]
+            question_ids = (batch.image_ids[:, None] * q + torch.arange(q, device=self.device)).reshape(-1)  # [B * Q]
+            getattr(self, f"{stage}_vqa").update(logits.float(), soft.float(), question_ids)
+        if self.trains_itm and batch.neg_input_ids is not None and batch.neg_kinds is not None:
+            rows = _caption_rows(batch.image_ids, batch.text_image_ids)
+            pos = self.itm_head.score(self.fused_pooled(batch.images[rows], batch.input_ids, batch.attention_mask))  # [T]
+            hard = self.itm_head.score(self.fused_pooled(batch.images, batch.neg_input_ids, batch.neg_attention_mask))  # [B]
             getattr(self, f"{stage}_compositionality").update(batch.image_ids, wins_from_scores(pos, rows, hard), batch.neg_kinds)
 
     def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
@@ -197,17 +240,53 @@ class FusedVisionLanguageModule(VisionLanguageModule):
         txt = torch.cat([embed_texts(ids[i : i + n], mask[i : i + n]).float() for i in range(0, ids.shape[0], n)])
         return (txt @ img.T).cpu()
 
-    def _fused_retrieval(self, pairs: EvalPairs, first: Optional[Tensor]) -> Dict[str, float]:
+    # -- the split's metrics, sharded over the DDP ranks -------------------------------------------
+    @staticmethod
+    def _rank_and_world() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _sum_over_ranks(self, t: Tensor) -> Tensor:
+        """``t`` summed over the DDP ranks (itself on one process); on the CPU."""
+        if self._rank_and_world()[1] == 1:
+            return t
+        t = t.to(self.device)
+        torch.distributed.all_reduce(t)
+        return t.cpu()
+
+    def _score_pairs(self, scorer: PairScorer, image_rows: Tensor, text_rows: Tensor) -> Tensor:
+        """``[P]`` scores of the pairs ``(image_rows [P], text_rows [P])``: each rank fuses every
+        ``world``-th batch of ``retrieval.batch_size`` pairs, so the batches (and scores) are
+        the same on any number of ranks."""
+        rank, world = self._rank_and_world()
+        n = int(self.retrieval_cfg["batch_size"])
+        scores = torch.zeros(image_rows.numel())
+        for k, start in enumerate(range(0, image_rows.numel(), n)):
+            if k % world == rank:
+                scores[start : start + n] = scorer(image_rows[start : start + n], text_rows[start : start + n]).float().cpu()
+        return self._sum_over_ranks(scores)
+
+    def _itm_accuracy(self, pairs: EvalPairs, scorer: PairScorer) -> float:
+        """Balanced ITM accuracy over the split: every caption with its image (matched) and with
+        another image drawn uniformly by a generator seeded with ``ITM_EVAL_SEED`` (not matched):
+        ``0.5 * (share of matched pairs scored > 0 + share of unmatched pairs scored <= 0)``.
+        The pairs depend on the split and the seed only, not on batches, ranks or other draws."""
+        own = pairs.text_to_image.cpu()  # [N_t]
+        n_t, n_i = own.numel(), pairs.images.shape[0]
+        texts = torch.arange(n_t)
+        if n_i < 2:  # a single image: no unmatched pair
+            return float((self._score_pairs(scorer, own, texts) > 0).float().mean())
+        other = torch.randint(0, n_i - 1, (n_t,), generator=torch.Generator().manual_seed(ITM_EVAL_SEED))
+        other = other + (other >= own).long()  # uniform over the images other than the caption's
+        scores = self._score_pairs(scorer, torch.cat([own, other]), torch.cat([texts, texts]))
+        return float(0.5 * ((scores[:n_t] > 0).float().mean() + (scores[n_t:] <= 0).float().mean()))
+
+    def _fused_retrieval(self, pairs: EvalPairs, first: Optional[Tensor], scorer: PairScorer) -> Dict[str, float]:
         """First stage + ITM rerank over the collected split, sharded over the DDP ranks."""
-        world, rank = self.trainer.world_size, self.trainer.global_rank
-
-        def reduce(t: Tensor) -> Tensor:
-            t = t.to(self.device)
-            torch.distributed.all_reduce(t)
-            return t.cpu()
-
+        rank, world = self._rank_and_world()
         result = fused_retrieval(
-            self.pair_scorer(pairs),
+            scorer,
             num_images=pairs.images.shape[0],
             text_to_image=pairs.text_to_image.cpu(),
             first_stage=first,
@@ -215,29 +294,38 @@ class FusedVisionLanguageModule(VisionLanguageModule):
             batch_size=int(self.retrieval_cfg["batch_size"]),
             max_full_pairs=int(self.retrieval_cfg["max_full_pairs"]),
             shard=(rank, world),
-            reduce=reduce if world > 1 and torch.distributed.is_initialized() else None,
+            reduce=self._sum_over_ranks if world > 1 else None,
         )
         values = dict(result.metrics, pairs_scored=float(result.pairs_scored))
         if result.first_stage_metrics:
             values.update({f"first_stage/{k}": v for k, v in result.first_stage_metrics.items()})
         return values
 
-    def _epoch_end(self, stage: str) -> None:
+    def _pair_metrics(self, pairs: EvalPairs) -> Dict[str, float]:
+        """Retrieval (per :meth:`retrieval_mode`) and ITM accuracy of the collected split."""
         values: Dict[str, float] = {}
-        pairs_metric: PairStore = getattr(self, f"{stage}_pairs")
-        if pairs_metric.update_count and self.retrieval_cfg["enabled"]:
-            pairs = pairs_metric.compute()
-            pairs_metric.reset()
+        mode = self.retrieval_mode()
+        scorer = self.pair_scorer(pairs) if self.trains_itm else None
+        if mode is not None:
             first = self._first_stage_scores(pairs)
-            if first is not None and not self.trains_itm:
-                # an untrained ITM head would rerank at random: the first stage alone is the result
-                values.update(retrieval_metrics_from_scores(first, first.T, pairs.text_to_image.cpu()))
+            if mode == "first_stage":  # an untrained ITM head would rerank at random: the first stage alone
+                values.update(retrieval_metrics_from_scores(first, first.T.contiguous(), pairs.text_to_image.cpu()))
             else:
-                values.update(self._fused_retrieval(pairs, first))
-        counts = self._itm_counts.pop(stage, None)
-        if counts is not None:
-            counts = self.all_gather(counts).reshape(-1, 4).sum(0) if self.trainer.world_size > 1 else counts
-            values["itm_acc"] = float(0.5 * (counts[0] / counts[1].clamp_min(1) + counts[2] / counts[3].clamp_min(1)))
+                values.update(self._fused_retrieval(pairs, first, scorer))
+        if self.trains_itm:
+            values["itm_acc"] = self._itm_accuracy(pairs, scorer)
+        return values
+
+    def evaluation_metrics(self, stage: str) -> Dict[str, float]:
+        """The metrics of the split evaluated in ``stage`` (``val`` | ``test``), without prefix;
+        the states are gathered from every rank with the sampler's padding repeats dropped by
+        id, so every rank returns the values of one process. Resets the states."""
+        values: Dict[str, float] = {}
+        store: PairStore = getattr(self, f"{stage}_pairs")
+        if store.update_count:
+            pairs = store.compute()
+            store.reset()
+            values.update(self._pair_metrics(pairs))
         compositionality = getattr(self, f"{stage}_compositionality")
         if compositionality.update_count:
             values.update(compositionality.compute())
@@ -246,10 +334,22 @@ class FusedVisionLanguageModule(VisionLanguageModule):
         if vqa.update_count:
             values["vqa_score"] = float(vqa.compute())
             vqa.reset()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False)
+        return values
 
     def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
+        self.log_dict({f"val/{k}": v for k, v in self.evaluation_metrics("val").items()}, sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
+        self.log_dict({f"test/{k}": v for k, v in self.evaluation_metrics("test").items()}, sync_dist=False)
+
+
+def _elements_by_module(parameters: Mapping[str, Tensor], loaded: Mapping[str, Tensor]) -> tuple[Dict[str, int], Dict[str, int]]:
+    """``({module: elements loaded}, {module: elements})`` per top-level module name of the
+    ``parameters`` (name -> tensor), ``loaded`` being the tensors taken from a checkpoint."""
+    done: Dict[str, int] = {}
+    total: Dict[str, int] = {}
+    for name, p in parameters.items():
+        module = name.split(".", 1)[0]
+        total[module] = total.get(module, 0) + p.numel()
+        done[module] = done.get(module, 0) + (p.numel() if name in loaded else 0)
+    return done, total

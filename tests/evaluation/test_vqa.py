@@ -68,22 +68,33 @@ def test_metric_over_two_updates_equals_one_update_on_the_concatenation():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(50, 7, generator=g)
     soft = vqa_soft_scores(torch.randint(0, 5, (50, 7), generator=g))
+    ids = torch.arange(50) * 3 + 1
     one = VQAScore()
-    one.update(logits, soft)
+    one.update(logits, soft, ids)
     two = VQAScore()
-    two.update(logits[:20], soft[:20])
-    two.update(logits[20:], soft[20:])
-    assert two.count.item() == 50
+    two.update(logits[:20], soft[:20], ids[:20])
+    two.update(logits[20:], soft[20:], ids[20:])
     assert one.compute().dtype == torch.float32
     torch.testing.assert_close(two.compute(), one.compute())
     torch.testing.assert_close(one.compute(), vqa_score(logits, soft))
     small = VQAScore()
-    small.update(LOGITS, vqa_soft_scores(COUNTS))
+    small.update(LOGITS, vqa_soft_scores(COUNTS), torch.arange(3))
     assert small.compute().item() == pytest.approx(1 / 3)
     small.reset()
-    small.update(LOGITS[2:], vqa_soft_scores(COUNTS)[2:])
+    small.update(LOGITS[2:], vqa_soft_scores(COUNTS)[2:], torch.tensor([2]))
     assert small.compute().item() == 0.0
-    assert small._reductions["score_sum"].__name__ == small._reductions["count"].__name__ == "dim_zero_sum"
+
+
+def test_metric_counts_a_repeated_question_once():
+    """A distributed sampler pads the split by repeating items: a question seen twice (same id)
+    counts once, in any order of updates."""
+    soft = vqa_soft_scores(COUNTS)
+    metric = VQAScore()
+    metric.update(LOGITS[:2], soft[:2], torch.tensor([10, 11]))
+    metric.update(LOGITS[[0, 2]], soft[[0, 2]], torch.tensor([10, 12]))  # question 10 again
+    assert metric.compute().item() == pytest.approx(1 / 3)  # not (1/3 + 2/3 + 1/3 + 0) / 4
+    with pytest.raises(ValueError, match="question_ids"):
+        metric.update(LOGITS, soft, torch.tensor([1, 2]))
 
 
 def test_loss_is_bce_summed_over_answers_and_averaged_over_questions():
