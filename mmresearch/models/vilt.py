@@ -5,8 +5,8 @@ objectives are switched on and weighted by ``objectives`` (config ``model.object
 
 - ``itm``: matched / not matched on the pooled output; with probability ``itm.negative_ratio`` a
   pair's image (or text, ``itm.replace``) is replaced by one of another image of the batch:
-  uniformly (``itm.negatives=random``) or drawn from the softmax of first-stage similarities
-  (``hard``; the model's own unimodal contrastive scores).
+  uniformly (``itm.negatives=random``) or drawn from ``softmax(similarity / tau)`` of the
+  model's own unimodal contrastive scores and temperature (``hard``, as ALBEF).
 - ``mlm``: masked language modelling of the caption given the image, 15% with the 80/10/10 rule,
   optional whole-word masking; loss on masked tokens only.
 - ``itc``: optional contrastive alignment of the unimodal passes (text alone, image alone through
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from mmresearch.data.batch import ImageTextBatch
 from mmresearch.evaluation.vqa import one_hot_soft_scores, vqa_loss
-from mmresearch.models.fused_base import FusedVisionLanguageModule, merged_options, mlm_masker, objective_weights
+from mmresearch.models.fused_base import DEFAULT_INIT_MIN_SHARE, FusedVisionLanguageModule, merged_options, mlm_masker, objective_weights
 from mmresearch.modules.fusion_heads import ITMHead, MLMHead, VQAHead
 from mmresearch.modules.fusions.single_stream import SingleStreamEncoder
 from mmresearch.modules.heads import ProjectionHead
@@ -68,6 +68,8 @@ class ViLT(FusedVisionLanguageModule):
         loss, temperature: the contrastive loss and temperature of ``itc``.
         init_from: a checkpoint whose matching weights initialise the model (e.g. VQA
             fine-tuning from ITM+MLM pretraining); the new heads keep their initialisation.
+        init_from_min_share: refuse an ``init_from`` checkpoint that fills less than this share
+            of the parameters (in elements; e.g. a run of another family).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class ViLT(FusedVisionLanguageModule):
         loss: Optional[nn.Module] = None,
         temperature: Optional[nn.Module] = None,
         init_from: Optional[str] = None,
+        init_from_min_share: float = DEFAULT_INIT_MIN_SHARE,
         eval_chunk_size: Optional[int] = 1024,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, retrieval=retrieval, eval_chunk_size=eval_chunk_size)
@@ -127,9 +130,9 @@ class ViLT(FusedVisionLanguageModule):
             self.loss = self.temperature = None  # not trained: keep them out of the optimizer/state
 
         self.configure_pair_stores(self.encoder.max_text_positions, tokenizer)
-        self.trains_itm = self.weights["itm"] > 0 or bool(self.retrieval_cfg["enabled"])
+        self.trains_itm = self.weights["itm"] > 0
         if init_from:
-            self.load_matching_weights(init_from)
+            self.load_matching_weights(init_from, min_share=init_from_min_share)
 
     # -- embeddings of the unimodal passes (itc) ----------------------------------------------
     @property
@@ -183,20 +186,24 @@ class ViLT(FusedVisionLanguageModule):
         return logits, one_hot_soft_scores(batch.answers.reshape(-1), logits.shape[1]).to(logits.dtype)
 
     def _itc(self, batch: ImageTextBatch) -> tuple[Dict[str, Tensor], Tensor]:
+        """The contrastive terms, and the detached ``[T, B]`` text-image logits ``cosine / tau``
+        (the temperature's logit scale) that hard ITM negatives are drawn from."""
         image_emb = self.embed_images(batch.images)
         text_emb = self.embed_texts(batch.input_ids, batch.attention_mask)
-        terms = self.loss(image_emb, text_emb, self.temperature(), batch.image_ids, batch.text_image_ids)
-        return {f"itc_{k}" if k != "loss" else "itc": v for k, v in terms.items()}, (text_emb @ image_emb.T).detach()
+        scale = self.temperature()
+        terms = self.loss(image_emb, text_emb, scale, batch.image_ids, batch.text_image_ids)
+        logits = scale.detach() * (text_emb @ image_emb.T).detach()  # [texts, images] / tau: hard ITM negatives, as ALBEF
+        return {f"itc_{k}" if k != "loss" else "itc": v for k, v in terms.items()}, logits
 
     def forward(self, batch: ImageTextBatch) -> Dict[str, Tensor]:
         """Weighted sum of the enabled objectives (``loss``) and every term, on a paired batch."""
         terms: Dict[str, Tensor] = {}
-        similarity = None
+        itc_logits = None
         if self.weights["itc"] > 0:
-            itc_terms, similarity = self._itc(batch)
+            itc_terms, itc_logits = self._itc(batch)
             terms.update(itc_terms)
         if self.weights["itm"] > 0:
-            sim = similarity if self.itm_cfg["negatives"] == "hard" else None  # [texts, images]
+            sim = itc_logits if self.itm_cfg["negatives"] == "hard" else None  # [texts, images], / tau
             if sim is not None and self.itm_cfg["replace"] == "text":
                 sim = sim.T  # a text partner per image (replace=image: an image partner per text)
             terms.update(self._itm_loss(batch, sim))

@@ -1,9 +1,14 @@
 """ViLT-style model: objectives from config, gradients reach the joint stack, evaluation keys."""
 
+import dataclasses
+
 import pytest
 import torch
+import torch.nn.functional as F
 
+from mmresearch.models import vilt
 from mmresearch.models.builder import build_model
+from mmresearch.modules.itm_negatives import negative_weights
 from mmresearch.utils.errors import ConfigError
 from mmresearch.utils.instantiate import build
 
@@ -64,3 +69,30 @@ def test_config_errors_name_the_key(compose_cfg):
         _model_and_batch(compose_cfg, ["model.objectives.itm=0", "model.objectives.mlm=0", "model.objectives.itc=0", "model.itm.negatives=random"])
     with pytest.raises(ConfigError, match="text_encoder.compile=true has no effect in model=vilt"):
         _model_and_batch(compose_cfg, ["text_encoder.compile=true"])
+
+
+@pytest.mark.parametrize("replace", ["image", "text"])
+def test_hard_negatives_are_drawn_from_the_tempered_itc_softmax(compose_cfg, monkeypatch, replace):
+    """Hard ITM negatives: softmax(similarity / tau) over the other images, as ALBEF (without
+    1 / tau, cosines in [-1, 1] make the draw nearly uniform)."""
+    tau = 0.05
+    model, batch, _ = _model_and_batch(compose_cfg, ["model.itm.negatives=hard", f"model.itm.replace={replace}",
+                                                     "model.objectives.mlm=0", "temperature=fixed", f"temperature.tau={tau}"])
+    ids = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])  # rows 0 and 1: two captions of one image
+    batch = dataclasses.replace(batch.first_pairs(8), image_ids=ids, text_image_ids=ids)
+    g = torch.Generator().manual_seed(0)
+    image_emb, text_emb = (F.normalize(torch.randn(8, 16, generator=g), dim=1) for _ in range(2))
+    monkeypatch.setattr(model, "embed_images", lambda images: image_emb)
+    monkeypatch.setattr(model, "embed_texts", lambda input_ids, attention_mask: text_emb)
+    sample, drawn_from = vilt.sample_negative_partners, []
+
+    def recording(image_ids, similarity=None, generator=None, column_ids=None):
+        drawn_from.append(negative_weights(image_ids, similarity, column_ids))  # the probabilities of the draw
+        return sample(image_ids, similarity, generator, column_ids)
+
+    monkeypatch.setattr(vilt, "sample_negative_partners", recording)
+    model(batch)
+    cosine = text_emb @ image_emb.T if replace == "image" else image_emb @ text_emb.T  # a partner image per text, or text per image
+    expected = torch.softmax((cosine / tau).masked_fill(ids[:, None] == ids[None, :], float("-inf")), dim=1)
+    assert len(drawn_from) == 1
+    torch.testing.assert_close(drawn_from[0], expected)

@@ -2,7 +2,7 @@
 
 import torch
 
-from mmresearch.modules.itm_negatives import sample_negative_partners
+from mmresearch.modules.itm_negatives import negative_weights, sample_negative_partners
 
 
 def test_partner_never_shares_the_image_id():
@@ -43,3 +43,22 @@ def test_negatives_from_gathered_columns_are_never_positives():
         picked = sample_negative_partners(rows, sim, generator=g, column_ids=columns)
         assert (columns[picked] != rows).all()
         assert picked[0] != 3
+
+
+def test_draws_follow_the_masked_softmax_of_the_logits():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.tensor([0, 0, 1, 2, 3])
+    logits = 3.0 * torch.randn(5, 5, generator=g)
+    expected = torch.zeros(5, 5)
+    for i in range(5):  # brute force: exp over the columns of other images, normalised
+        others = [j for j in range(5) if ids[j] != ids[i]]
+        e = torch.exp(logits[i, others] - logits[i, others].max())
+        expected[i, others] = e / e.sum()
+    weights = negative_weights(ids, logits)
+    torch.testing.assert_close(weights, expected)
+    uniform = negative_weights(ids)
+    torch.testing.assert_close(uniform[0], torch.tensor([0.0, 0.0, 1 / 3, 1 / 3, 1 / 3]))
+    n = 20000  # draws per row: row i repeated n times against the same columns
+    draws = sample_negative_partners(ids.repeat_interleave(n), logits.repeat_interleave(n, dim=0), generator=g, column_ids=ids)
+    frequencies = torch.stack([torch.bincount(d, minlength=5) for d in draws.view(5, n)]).float() / n
+    assert (frequencies - expected).abs().max() < 0.015  # binomial sd <= 0.0036
