@@ -32,6 +32,7 @@ from mmresearch.utils.instantiate import build, build_dict
 
 from mmresearch.utils.launch import cluster_plugins, install_hydra_ddp_fix
 from mmresearch.utils.console import log_files, setup_console
+from mmresearch.utils.run_info import git_commit
 from mmresearch.utils.results import format_paths, format_table, write_results
 from mmresearch.utils.resume import resume_checkpoint
 
@@ -65,6 +66,7 @@ def setup_run(cfg: DictConfig) -> Path:
     """Checks the config's typed values, sets the threads and seeds of this process; returns the
     run's output directory."""
     check_config_values(cfg)
+    git_commit()  # the commit of the code this run imported (cached for results.json)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(cfg.seed, workers=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
@@ -13,8 +14,16 @@ PACKAGES = ("mmresearch", "torch", "torchvision", "lightning", "hydra-core", "om
 
 
 def git_commit(repo_dir: Optional[Path] = None) -> Optional[str]:
-    """The commit of the source tree (with ``-dirty`` when it has uncommitted changes), or None."""
-    cwd = repo_dir or Path(__file__).resolve().parents[2]
+    """The commit of the source tree (with ``-dirty`` when it has uncommitted changes), or None.
+
+    Read once per process and directory: the entry points call it when a run starts
+    (``setup_run``), so ``results.json`` names the code the run imported, not a commit made while
+    it trained."""
+    return _commit_of(str(repo_dir or Path(__file__).resolve().parents[2]))
+
+
+@functools.lru_cache(maxsize=None)
+def _commit_of(cwd: str) -> Optional[str]:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
