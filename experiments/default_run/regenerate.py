@@ -112,13 +112,14 @@ def _short(sha: Optional[str]) -> str:
 
 
 def _commit(run: Dict) -> str:
-    """The commit the run's code came from: the checkout when the script started the run (modules
-    load then), else ``results.json``'s (read when the run ends)."""
-    at_end = run.get("git_commit")
+    """The commit ``results.json`` names (read when the run set up, so the code it imported); when
+    regenerate.py started the run at another commit, that one too (the checkout moved meanwhile)."""
+    at_setup = run.get("git_commit")
     at_start = (run.get("command") or {}).get("commit_at_start")
-    if at_start and at_start != at_end:
-        return f"commit {_short(at_start)} (the checkout was at {_short(at_end)} when the run ended)"
-    return f"commit {_short(at_end)}"
+    text = f"commit {_short(at_setup)}"
+    if at_start and at_setup and at_start.removesuffix("-dirty") != at_setup.removesuffix("-dirty"):
+        text += f" (the checkout was at {_short(at_start)} when regenerate.py started the run)"
+    return text
 
 
 def _machine(run: Dict) -> str:
@@ -210,7 +211,7 @@ def replace_block(text: str, block: str, name: str) -> str:
 def summary(run: Dict, written: List[str]) -> str:
     """One line: commit, the headline metrics, wall times, threads and load."""
     m, cmd = run["metrics"], run.get("command") or {}
-    commit = cmd.get("commit_at_start") or run.get("git_commit") or "unknown"
+    commit = run.get("git_commit") or "unknown"
     sha = commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
     line = (f"default run at {sha}: t2i R@1 {m['test/t2i_R@1']:.4f}, i2t R@1 {m['test/i2t_R@1']:.4f}, rsum {m['test/rsum']:.3f}; "
             f"wall {run['wall_time_s']:.1f} s in the run")

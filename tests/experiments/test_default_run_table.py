@@ -107,16 +107,20 @@ def test_block_states_overrides_and_dirty_commit(regen, tmp_path):
     assert "`mmr-train data.train_size=320 seed=3`" in block and "no arguments" not in block
     assert "commit `fedcba9` with uncommitted changes;" in block
 
-    # the script started the run at another commit than results.json names (the checkout moved on)
+    # the script started the run at another commit than the one the run set up with (the checkout moved on)
     command = {"argv": ["mmr-train"], "commit_at_start": "0123456789abcdef0123456789abcdef01234567", "command_seconds": 754.0,
                "cpu_count": 2, "cpu_model": "Test CPU", "mean_load": 5.5, "load_samples": [5.0, 6.0]}
     (run_dir / "command.json").write_text(json.dumps(command))
     run = regen.load_run(run_dir)
     block = regen.render_block(run)
-    assert "commit `0123456` (the checkout was at `fedcba9` with uncommitted changes when the run ended)" in block
+    assert ("commit `fedcba9` with uncommitted changes (the checkout was at `0123456` when regenerate.py started the run);"
+            in block)
     assert "12 min 34 s for the whole command" in block and "2 CPUs (Test CPU)" in block
     assert "mean 1-minute load average during the run 5.5 on 2 CPUs" in block and "other jobs shared the CPUs" in block
-    assert regen.summary(run, []).startswith("default run at 0123456:")
+    assert regen.summary(run, []).startswith("default run at fedcba9-dirty:")
+    command["commit_at_start"] = "fedcba9876543210fedcba9876543210fedcba98"  # same commit, only edits appeared
+    (run_dir / "command.json").write_text(json.dumps(command))
+    assert "commit `fedcba9` with uncommitted changes;" in regen.render_block(regen.load_run(run_dir))
     command["mean_load"] = 3.0  # the run's own 3 threads: a quiet machine
     (run_dir / "command.json").write_text(json.dumps(command))
     assert "other jobs" not in regen.render_block(regen.load_run(run_dir))
