@@ -16,6 +16,11 @@ from mmresearch.modules.losses import Columns
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf" / "loss"
 
 
+
+def _leaves(*tensors):
+    """Fresh gradient leaves of the given tensors (``None`` entries dropped), in order."""
+    return [t.detach().clone().requires_grad_(True) for t in tensors if t is not None]
+
 @pytest.fixture
 def batch():
     """``make(n, d, seed, ids)`` -> (image_features [n, d], text_features [n, d], ids or None), float64.
@@ -70,15 +75,9 @@ def simulated_ranks():
     """
 
     def run(module, images, texts, logit_scale, ids, world: int, negatives=None, negative_ids=None):
-        images = images.detach().clone().requires_grad_(True)
-        texts = texts.detach().clone().requires_grad_(True)
-        logit_scale = logit_scale.detach().clone().requires_grad_(True)
-        leaves = [images, texts, logit_scale]
-        extra = {}
-        if negatives is not None:
-            negatives = negatives.detach().clone().requires_grad_(True)
-            leaves.append(negatives)
-            extra = {"negatives": negatives, "negative_ids": negative_ids}
+        leaves = _leaves(images, texts, logit_scale, negatives)
+        images, texts, logit_scale = leaves[:3]
+        extra = {} if negatives is None else {"negatives": leaves[3], "negative_ids": negative_ids}
         g = images.shape[0]
         n = g // world
         all_ids = torch.arange(g) if ids is None else ids
@@ -101,15 +100,9 @@ def full_batch():
     -> (loss dict, grads of images, texts, scale[, negatives])."""
 
     def run(module, images, texts, logit_scale, ids, negatives=None, negative_ids=None):
-        images = images.detach().clone().requires_grad_(True)
-        texts = texts.detach().clone().requires_grad_(True)
-        logit_scale = logit_scale.detach().clone().requires_grad_(True)
-        leaves = [images, texts, logit_scale]
-        extra = {}
-        if negatives is not None:
-            negatives = negatives.detach().clone().requires_grad_(True)
-            leaves.append(negatives)
-            extra = {"hard_negative_text_features": negatives, "hard_negative_image_ids": negative_ids}
+        leaves = _leaves(images, texts, logit_scale, negatives)
+        images, texts, logit_scale = leaves[:3]
+        extra = {} if negatives is None else {"hard_negative_text_features": leaves[3], "hard_negative_image_ids": negative_ids}
         out = module(images, texts, logit_scale, ids, ids, **extra)
         out["loss"].backward()
         return out, tuple(leaf.grad for leaf in leaves)
