@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmresearch.modules.encoders.compile import keep_eager
 from mmresearch.train import CONFIG_DIR, setup_run
-from mmresearch.utils.checkpoint import config_container, load_model, resolve_checkpoint_path
+from mmresearch.models.loading import load_model
+from mmresearch.utils.checkpoint import config_container, resolve_checkpoint_path
 from mmresearch.utils.command_line import checked_command_line, command_line_keys
 from mmresearch.utils.eval_config import eval_run_config
 from mmresearch.utils.instantiate import build, build_dict

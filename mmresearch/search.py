@@ -17,7 +17,7 @@ import torch
 
 from mmresearch.data.collate import TextEncoder
 from mmresearch.evaluation.export import SearchHit, search
-from mmresearch.utils.checkpoint import load_model
+from mmresearch.models.loading import load_model
 
 
 def search_texts(export_dir: str | Path, queries: List[str], k: int = 5, checkpoint: Optional[str] = None, allow_unsafe: bool = False) -> List[List[SearchHit]]:

@@ -109,3 +109,16 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+#: the shipped losses: the options of config group `loss` (conf/loss/<name>.yaml)
+LOSS_NAMES = sorted(p.stem for p in (REPO / "conf" / "loss").glob("*.yaml"))
+
+
+def make_loss(name: str, **overrides):
+    """The loss of ``conf/loss/<name>.yaml`` (its ``_target_`` and options), with ``overrides``:
+    built the way ``loss=<name>`` builds it (Hydra's ``_target_``, no registry of our own)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    return instantiate(OmegaConf.merge(OmegaConf.load(REPO / "conf" / "loss" / f"{name}.yaml"), overrides))

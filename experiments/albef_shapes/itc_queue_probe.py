@@ -35,7 +35,7 @@ SETTINGS = [  # (momentum, queue size, distillation alpha)
 
 
 def run(momentum: float, queue: int, alpha: float, steps: int) -> dict:
-    overrides = ["experiment=albef_shapes", "data.train_size=23040", "data.val_size=1000", "model.objectives.itm=0", "model.objectives.mlm=0",
+    overrides = ["experiment=albef_shapes", "data.train_size=23040", "data.val_size=1000", "model.objectives.itm.weight=0", "model.objectives.mlm.weight=0",
                  f"model.momentum={momentum}", f"model.queue_size={queue}", f"model.distill.alpha={alpha}", f"model.distill.warmup_steps={steps // 2}"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)

@@ -39,7 +39,7 @@ BASE_BERT = ["text_encoder.config.hidden_size=768", "text_encoder.config.num_hid
 MODELS = {
     "tiny": [],  # resnet_tiny + bert_tiny (the default run)
     "base": ["image_encoder=timm", "image_encoder.name=vit_base_patch16_224", "image_encoder.pretrained=false",
-             "data.image_size=224", "model.image_head.out_dim=512", *BASE_BERT],
+             "data.image_size=224", "model.towers.image.head.out_dim=512", *BASE_BERT],
 }
 IMPLEMENTATIONS = {"fused": dict(fused=True), "foreach": dict(fused=None, foreach=True), "loop": dict(fused=None, foreach=False)}
 

@@ -96,7 +96,7 @@ FULL_OVERRIDES = [
     "text_encoder.config.num_attention_heads=12", "text_encoder.config.intermediate_size=3072",
     "text_encoder.config.max_position_embeddings=512", "text_encoder.config.hidden_dropout_prob=0.1",
     "text_encoder.config.attention_probs_dropout_prob=0.1",
-    "model.image_head.out_dim=512",
+    "model.towers.image.head.out_dim=512",
 ]
 TINY_OVERRIDES = ["image_encoder=vit_tiny", "data.image_size=64"]
 
@@ -266,13 +266,13 @@ def _trainable(module: nn.Module, skip_embeddings: bool = False) -> int:
 
 def analytic_flops(model: nn.Module, batch: int, text_length: int) -> Optional[dict]:
     """6 x parameters x tokens per tower (None when the image tower is not a ViT: no tokens)."""
-    image = model.image_encoder
+    image = model.towers["image"].encoder
     if not hasattr(getattr(image, "model", None), "patch_embed"):
         return None
     image_tokens = int(image.num_tokens)
     p_image = _trainable(image)
-    p_text = _trainable(model.text_encoder, skip_embeddings=True)
-    p_heads = _trainable(model.image_head) + _trainable(model.text_head)
+    p_text = _trainable(model.towers["text"].encoder, skip_embeddings=True)
+    p_heads = _trainable(model.towers["image"].head) + _trainable(model.towers["text"].head)
     flops = 6 * batch * (p_image * image_tokens + p_text * text_length + p_heads)
     return {"flops_per_step": flops, "image_tokens": image_tokens, "text_tokens": text_length,
             "image_params": p_image, "text_params_without_embeddings": p_text, "head_params": p_heads}

@@ -29,7 +29,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import move_data_to_device, rank_zero_info
 
-from mmresearch.evaluation.metric import RetrievalMetric
+from mmresearch.evaluation.metric import RetrievalMetric, add_embedded_batch
 from mmresearch.utils.errors import ConfigError, check_choice
 
 SPLITS = ("test", "val")
@@ -90,13 +90,13 @@ class TimeToAccuracy(L.Callback):
         """Retrieval metrics of the split, computed as in the test loop (all ranks take part)."""
         datamodule = trainer.datamodule
         loader = datamodule.test_dataloader() if self.split == "test" else datamodule.val_dataloader()
-        metric = RetrievalMetric(chunk_size=pl_module.val_retrieval.chunk_size).to(pl_module.device)
+        metric = RetrievalMetric(chunk_size=getattr(pl_module, "eval_chunk_size", 1024)).to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
         try:
             with trainer.precision_plugin.forward_context():
                 for batch in loader:
-                    pl_module.update_retrieval(move_data_to_device(batch, pl_module.device), metric)
+                    add_embedded_batch(metric, pl_module, move_data_to_device(batch, pl_module.device))
             values = metric.compute()
         finally:
             pl_module.train(was_training)

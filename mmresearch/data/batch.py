@@ -75,6 +75,24 @@ class ImageTextBatch:
         """True when row ``i`` of the images and row ``i`` of the captions form a pair."""
         return self.num_images == self.num_texts and bool(torch.equal(self.image_ids, self.text_image_ids))
 
+    #: the batch's modalities by name: ``modality -> (input fields, id field)``. A tower of modality
+    #: ``m`` is called with the input fields of ``m``; the id field groups its rows (rows of
+    #: different modalities with the same id belong to one sample: contrastive positives).
+    MODALITIES = {"image": (("images",), "image_ids"), "text": (("input_ids", "attention_mask"), "text_image_ids")}
+
+    def inputs(self, modality: str) -> tuple:
+        """The tower inputs of ``modality``: ``(images [B, 3, H, W],)`` or ``(input_ids [T, L], attention_mask [T, L])``."""
+        return tuple(getattr(self, name) for name in self._modality(modality)[0])
+
+    def ids(self, modality: str) -> Tensor:
+        """``[N]`` the sample id of each row of ``modality`` (``image_ids``, ``text_image_ids``)."""
+        return getattr(self, self._modality(modality)[1])
+
+    def _modality(self, modality: str) -> tuple:
+        if modality not in self.MODALITIES:
+            raise KeyError(f"{type(self).__name__} carries the modalities {sorted(self.MODALITIES)}, not {modality!r}")
+        return self.MODALITIES[modality]
+
     def first_pairs(self, n: int) -> "ImageTextBatch":
         """The first ``n`` rows of a paired (training) batch: every per-row field cut to ``n``."""
         if not self.is_paired:

@@ -35,7 +35,7 @@ from mmresearch.data.sampler import CAPTION_SAMPLING, CaptionPairSampler
 from mmresearch.data.skips import DataError, SkipLedger, Skipped, check_fraction, format_counts
 from mmresearch.data.transforms import build_transforms, resolve_image_config
 from mmresearch.data.webdataset import WebDatasetPairs, webdataset_loader
-from mmresearch.modules.losses.distributed import world_info
+from mmresearch.utils.distributed import world_info
 from mmresearch.utils.errors import ConfigError, check_choice
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mmresearch.data.skips import DataError, Skipped
-from mmresearch.modules.losses.distributed import world_info
+from mmresearch.utils.distributed import world_info
 
 log = logging.getLogger(__name__)
 

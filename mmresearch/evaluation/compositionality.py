@@ -19,7 +19,7 @@ from torchmetrics.utilities import dim_zero_cat
 from mmresearch.evaluation.metric import first_occurrence
 
 
-def _caption_rows(image_ids: Tensor, text_image_ids: Tensor) -> Tensor:
+def caption_rows(image_ids: Tensor, text_image_ids: Tensor) -> Tensor:
     """``[T]`` the batch row of each caption's image (every caption's image must be in the batch)."""
     order = torch.argsort(image_ids)
     pos = torch.searchsorted(image_ids[order], text_image_ids).clamp_max(image_ids.numel() - 1)
@@ -68,7 +68,7 @@ def caption_wins(
     Returns:
         ``[B]`` float in [0, 1].
     """
-    rows = _caption_rows(image_ids, text_image_ids)
+    rows = caption_rows(image_ids, text_image_ids)
     img = image_embeddings.float()
     positive = (text_embeddings.float() * img[rows]).sum(-1)  # [T]
     negative = (negative_embeddings.float() * img).sum(-1)  # [B]

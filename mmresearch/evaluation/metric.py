@@ -59,3 +59,13 @@ class RetrievalMetric(Metric):
         if bool(missing.any()):
             raise ValueError(f"captions refer to images that were never embedded: image ids {txt_img_ids[missing][:5].tolist()}")
         return retrieval_metrics(img.cpu(), txt.cpu(), rows.cpu(), ks=self.ks, chunk_size=self.chunk_size)
+
+
+def add_embedded_batch(metric: RetrievalMetric, model, batch) -> tuple[Tensor, Tensor]:
+    """Embed a batch's images and captions with ``model.embed_images`` / ``model.embed_texts`` and
+    add them (with their ids) to ``metric``; returns the embeddings ``([B, E], [T, E])``."""
+    image_emb = model.embed_images(batch.images)
+    text_emb = model.embed_texts(batch.input_ids, batch.attention_mask)
+    text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=image_emb.device)
+    metric.update(image_emb, batch.image_ids, text_emb, batch.text_image_ids, text_ids)
+    return image_emb, text_emb

@@ -1,4 +1,5 @@
-"""VQA as multi-label classification over a fixed answer vocabulary: soft targets, score, loss.
+"""VQA as multi-label classification over a fixed answer vocabulary: soft targets and score (the
+training loss is :mod:`mmresearch.modules.objectives.vqa`).
 
 Conventions (VQA v2, Antol et al. 2015 / Goyal et al. 2017, as trained by ViLT and ALBEF):
 
@@ -19,14 +20,13 @@ those codebases, slightly above the official metric's.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from mmresearch.evaluation.metric import first_occurrence
 
-__all__ = ["vqa_soft_scores", "one_hot_soft_scores", "vqa_question_scores", "vqa_score", "vqa_loss", "VQAScore"]
+__all__ = ["vqa_soft_scores", "one_hot_soft_scores", "vqa_question_scores", "vqa_score", "VQAScore"]
 
 
 def _check_pair(logits: Tensor, soft_scores: Tensor) -> None:
@@ -95,26 +95,6 @@ def vqa_score(logits: Tensor, soft_scores: Tensor) -> Tensor:
         scalar float tensor in ``[0, 1]`` (NaN for ``N = 0``).
     """
     return vqa_question_scores(logits, soft_scores).float().mean()
-
-
-def vqa_loss(logits: Tensor, soft_scores: Tensor) -> Tensor:
-    """ViLT's VQA loss: ``binary_cross_entropy_with_logits(logits, soft_scores) * A``.
-
-    The mean BCE over all ``N x A`` entries times the number of answers ``A`` is the BCE summed
-    over answers and averaged over questions, so its size does not shrink with a larger answer
-    vocabulary (ViLT, ``vqa_loss = F.binary_cross_entropy_with_logits(...) * targets.shape[1]``).
-    Computed in at least float32 (bf16 logits are upcast).
-
-    Args:
-        logits: ``[N, A]``; soft_scores: ``[N, A]`` targets in ``[0, 1]``.
-
-    Returns:
-        scalar loss tensor.
-    """
-    _check_pair(logits, soft_scores)
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    loss = F.binary_cross_entropy_with_logits(logits.to(dtype), soft_scores.to(dtype))
-    return loss * soft_scores.shape[1]
 
 
 class VQAScore(Metric):

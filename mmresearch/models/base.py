@@ -1,59 +1,111 @@
-"""What every model family shares: optimizer wiring, the finite-loss guard, retrieval evaluation
-and the compositionality probe."""
+"""What every model family shares (:class:`MultimodalModule`): objectives and their weighted sum,
+the finite-loss guard, temperatures, optimizer wiring, compile, the run config in checkpoints."""
 
 from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmresearch.data.batch import ImageTextBatch
-from mmresearch.evaluation.compositionality import CompositionalityMetric, caption_wins
-from mmresearch.evaluation.metric import RetrievalMetric
+from mmresearch.evaluation.compositionality import CompositionalityMetric
 from mmresearch.modules.encoders.compile import compile_encoders
+from mmresearch.modules.objectives.base import Objective, StepOutputs, weighted_sum
 from mmresearch.optim.fused import keep_implementation_on_load, resolve_fused
 from mmresearch.optim.param_groups import split_weight_decay
 from mmresearch.utils.checkpoint import CONFIG_KEY
+from mmresearch.utils.errors import ConfigError
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class VisionLanguageModule(L.LightningModule):
-    """Base LightningModule: subclasses define ``forward(batch) -> loss terms``, ``embed_images``
-    and ``embed_texts``.
+class MultimodalModule(L.LightningModule):
+    """What every model family shares: its training objectives and their one weighted sum, the
+    finite-loss guard, the temperatures' schedule and range, optimizer wiring, ``torch.compile``
+    of the encoders and the run config in checkpoints. Evaluation belongs to the family's protocol
+    (:class:`~mmresearch.models.embedding_retrieval.EmbeddingRetrievalModule` for models with a
+    shared embedding space, :class:`~mmresearch.models.fused_base.FusedVisionLanguageModule` for
+    models that score pairs jointly).
+
+    A family implements :meth:`step_outputs` (what its objectives read) and calls
+    :meth:`register_objectives` once its heads exist; ``forward(batch)`` then runs the objectives
+    (those named in ``objective_order`` first, in that order; the others in config order) and adds
+    ``loss``, the weighted sum of their losses in config order.
 
     Args:
         optimizer: a partial optimizer (Hydra ``_partial_: true``) called with parameter groups;
             its ``weight_decay`` applies to weight matrices only (see ``split_weight_decay``).
         scheduler: a partial ``(optimizer, total_steps) -> LRScheduler`` stepped every optimizer
             step, or None.
-        eval_chunk_size: queries scored at once by the retrieval evaluator.
+        tokenizer: the data's tokenizer (objectives such as MLM need it), or None.
     """
 
-    def __init__(self, optimizer: Callable, scheduler: Optional[Callable] = None, eval_chunk_size: Optional[int] = 1024) -> None:
+    #: objectives that run first, in this order (those whose outputs later ones read)
+    objective_order: tuple = ()
+    #: group -> why this family does not use it (the error of a config group set but not used)
+    unused_group_notes: Dict[str, str] = {}
+
+    def __init__(self, optimizer: Callable, scheduler: Optional[Callable] = None, tokenizer: Any = None) -> None:
         super().__init__()
         #: the resolved run config (plain containers), stored in every checkpoint so that a
-        #: checkpoint alone rebuilds its model (``mmresearch.utils.checkpoint.load_model``)
+        #: checkpoint alone rebuilds its model (``mmresearch.models.loading.load_model``)
         self.run_config: Optional[dict] = None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.val_retrieval = RetrievalMetric(chunk_size=eval_chunk_size)
-        self.test_retrieval = RetrievalMetric(chunk_size=eval_chunk_size)
-        self.val_compositionality = CompositionalityMetric(kind_names=())
-        self.test_compositionality = CompositionalityMetric(kind_names=())
+        self.tokenizer = tokenizer
+        self.objectives = nn.ModuleDict()
 
-    def setup(self, stage: str) -> None:
-        """Names of the hard-negative kinds (compositionality probe) come from the data module."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = tuple(getattr(datamodule, "neg_kind_names", ()) or ())
-        self.val_compositionality.kind_names = self.test_compositionality.kind_names = names
+    # ---- objectives ------------------------------------------------------------------------
+    def register_objectives(self, objectives: Optional[Mapping[str, Objective]]) -> None:
+        """Train ``objectives`` (name -> :class:`Objective`; weight 0 or None: not trained), in
+        config order; each checks that this model has what it needs (:meth:`Objective.attach`)."""
+        given = dict(objectives or {})
+        active = {name: obj for name, obj in given.items() if obj is not None and getattr(obj, "weight", 1.0) > 0}
+        if not active:
+            raise ConfigError(f"model.objectives: {type(self).__name__} needs at least one objective with a weight > 0 "
+                              f"(got {', '.join(given) or 'none'}, all of weight 0 or null)")
+        for name, objective in active.items():
+            if not isinstance(objective, Objective):
+                raise ConfigError(f"model.objectives.{name} must be an mmresearch.modules.objectives.Objective, got {type(objective).__name__}")
+            self.objectives[name] = objective
+        for name, objective in active.items():
+            objective.attach(self, name)
+
+    def has_objective(self, name: str) -> bool:
+        return name in self.objectives
+
+    def step_outputs(self, batch: ImageTextBatch) -> StepOutputs:
+        """What this model computes once per training batch for its objectives."""
+        raise NotImplementedError
+
+    def forward(self, batch: ImageTextBatch) -> Dict[str, Tensor]:
+        """Every objective's terms on a training batch, and ``loss``: their weighted sum."""
+        if not self.objectives:
+            raise ConfigError(f"{type(self).__name__} trains no objective: give one of model.objectives a weight > 0")
+        outputs = self.step_outputs(batch)
+        first = [n for n in self.objective_order if n in self.objectives]
+        terms: Dict[str, Tensor] = {}
+        for name in first + [n for n in self.objectives if n not in first]:
+            terms.update(self.objectives[name](self, batch, outputs))
+        terms["loss"] = weighted_sum(terms, {name: obj.weight for name, obj in self.objectives.items()})
+        return terms
+
+    def temperatures(self) -> Dict[str, nn.Module]:
+        """The temperature of every objective that has one: ``{objective name: Temperature}``."""
+        return {name: obj.temperature for name, obj in self.objectives.items() if getattr(obj, "temperature", None) is not None}
+
+    @property
+    def temperature(self) -> Optional[nn.Module]:
+        """The contrastive temperature when exactly one objective has one, else None."""
+        found = list(self.temperatures().values())
+        return found[0] if len(found) == 1 else None
 
     # ---- to implement -------------------------------------------------------------------
     #: whether embed_images / embed_texts give a shared embedding space (retrieval by cosine,
@@ -67,6 +119,14 @@ class VisionLanguageModule(L.LightningModule):
     def embed_texts(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """``[T, L], [T, L] -> [T, E]`` L2-normalised caption embeddings."""
         raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        """Names of the hard-negative kinds (compositionality probe) come from the data module."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        names = tuple(getattr(datamodule, "neg_kind_names", ()) or ())
+        for module in self.modules():
+            if isinstance(module, CompositionalityMetric):
+                module.kind_names = names
 
     # ---- shared training helpers -------------------------------------------------------
     def check_finite(self, terms: Dict[str, Tensor]) -> None:
@@ -85,62 +145,24 @@ class VisionLanguageModule(L.LightningModule):
 
     def training_step(self, batch: ImageTextBatch, batch_idx: int) -> Tensor:
         """``forward(batch)`` gives the loss terms (``loss`` is optimised); a non-finite loss
-        stops the run; every term and the contrastive temperature (when there is one) are logged."""
+        stops the run; every term and the contrastive temperatures are logged (``train/tau``, or
+        ``train/<objective>/tau`` when several objectives have one)."""
         terms = self(batch)
         self.check_finite(terms)
         self.log_terms(terms, "train", batch.num_images)
-        temperature = getattr(self, "temperature", None)
-        if temperature is not None:
-            self.log("train/tau", 1.0 / temperature().detach(), batch_size=batch.num_images)
+        temperatures = self.temperatures()
+        for name, temperature in temperatures.items():
+            key = "train/tau" if len(temperatures) == 1 else f"train/{name}/tau"
+            self.log(key, 1.0 / temperature().detach(), batch_size=batch.num_images)
         return terms["loss"]
 
     def on_train_batch_start(self, batch: ImageTextBatch, batch_idx: int) -> None:
-        if getattr(self, "temperature", None) is not None:
-            self.temperature.step(self.global_step)  # scheduled temperatures
+        for temperature in self.temperatures().values():
+            temperature.step(self.global_step)  # scheduled temperatures
 
     def on_train_batch_end(self, outputs, batch: ImageTextBatch, batch_idx: int) -> None:
-        if getattr(self, "temperature", None) is not None:
-            self.temperature.clamp_()  # learnable temperatures stay in their range
-
-    # ---- evaluation ------------------------------------------------------------------------
-    def update_retrieval(self, batch: ImageTextBatch, retrieval: RetrievalMetric) -> tuple[Tensor, Tensor]:
-        """Embed a batch's images and captions and add them to ``retrieval``; returns the
-        embeddings ``([B, E], [T, E])``."""
-        image_emb = self.embed_images(batch.images)
-        text_emb = self.embed_texts(batch.input_ids, batch.attention_mask)
-        text_ids = batch.text_ids if batch.text_ids is not None else torch.arange(batch.num_texts, device=self.device)
-        retrieval.update(image_emb, batch.image_ids, text_emb, batch.text_image_ids, text_ids)
-        return image_emb, text_emb
-
-    def _eval_step(self, batch: ImageTextBatch, retrieval: RetrievalMetric, compositionality: CompositionalityMetric) -> None:
-        image_emb, text_emb = self.update_retrieval(batch, retrieval)
-        if batch.neg_input_ids is not None and batch.neg_kinds is not None:
-            negative_emb = self.embed_texts(batch.neg_input_ids, batch.neg_attention_mask)
-            wins = caption_wins(image_emb, batch.image_ids, text_emb, batch.text_image_ids, negative_emb)
-            compositionality.update(batch.image_ids, wins, batch.neg_kinds)
-
-    def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_retrieval, self.val_compositionality)
-
-    def test_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_retrieval, self.test_compositionality)
-
-    def _log_eval(self, prefix: str, *metrics) -> Dict[str, float]:
-        values: Dict[str, float] = {}
-        for metric in metrics:
-            if metric.update_count == 0:  # e.g. no hard negatives in this data
-                continue
-            values.update(metric.compute())
-            metric.reset()
-        # The values are computed from states gathered from every rank: identical everywhere.
-        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, sync_dist=False)
-        return values
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val", self.val_retrieval, self.val_compositionality)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test", self.test_retrieval, self.test_compositionality)
+        for temperature in self.temperatures().values():
+            temperature.clamp_()  # learnable temperatures stay in their range
 
     def configure_model(self) -> None:
         """``torch.compile`` the encoders whose config asks for it (``image_encoder.compile``,

@@ -1,96 +1,167 @@
-"""CLIP-style dual encoder: two towers, two projection heads, a contrastive loss."""
+"""CLIP-style dual encoder, in general: named modality towers aligned in pairs.
+
+Each tower is an encoder and a projection head into the shared space (:class:`Tower`); the pairs
+are contrastive objectives (``model.objectives.<pair>``, :class:`~mmresearch.modules.objectives.ContrastiveObjective`
+with its two ``modalities``, loss, temperature and weight). Two towers ``image`` and ``text`` and
+one pair is CLIP; another modality is another tower (an encoder config) and another pair, with no
+change here.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from lightning.pytorch.utilities import rank_zero_warn
-
 from mmresearch.data.batch import ImageTextBatch
-from mmresearch.models.base import VisionLanguageModule
-from mmresearch.modules.temperature import Temperature
+from mmresearch.models.embedding_retrieval import EmbeddingRetrievalModule
+from mmresearch.modules.objectives.base import Objective, StepOutputs
+from mmresearch.modules.objectives.contrastive import ContrastiveObjective, warn_unused_negatives
 from mmresearch.utils.errors import ConfigError
 
 HeadSpec = Union[nn.Module, Callable[..., nn.Module]]
 
 
-def _build_head(head: HeadSpec, in_dim: int, key: str, encoder_key: str) -> nn.Module:
-    """Build a partial head with the encoder's width, or check a built one against it."""
-    if isinstance(head, nn.Module):
-        got = getattr(head, "in_dim", None)
-        if got is not None and got != in_dim:
-            raise ConfigError(f"{key}.in_dim={got} but {encoder_key} outputs width {in_dim}: remove {key}.in_dim or make them equal")
-        return head
-    return head(in_dim=in_dim)
-
-
-class DualEncoder(VisionLanguageModule):
-    """Image tower + text tower + projection heads, trained with a contrastive loss.
+class Tower(nn.Module):
+    """One modality's encoder and projection head: ``inputs -> [N, E]`` (the head's output,
+    L2-normalised by the built-in heads).
 
     Args:
-        image_encoder: a module with ``output_dim`` returning ``EncoderOutput`` for ``[B, 3, H, W]``.
-        text_encoder: a module with ``output_dim`` returning ``EncoderOutput`` for ``(input_ids, mask)``.
-        image_head: a built head or a partial taking ``in_dim`` (filled from the image encoder).
-        text_head: the same for text.
-        loss: a contrastive loss module (``mmresearch.modules.losses``) returning a dict with ``loss``.
-        temperature: a :class:`Temperature` giving the logit scale.
-        optimizer, scheduler, eval_chunk_size: see :class:`VisionLanguageModule`.
+        encoder: a module with ``output_dim`` returning an ``EncoderOutput`` (``.pooled [N, D]``).
+        head: a built head, or a partial taking ``in_dim`` (filled with the encoder's width).
+        modality: the tower's name, for error messages (``model.towers.<modality>``).
+    """
+
+    def __init__(self, encoder: nn.Module, head: HeadSpec, modality: str) -> None:
+        super().__init__()
+        self.modality = modality
+        self.encoder = encoder
+        in_dim = int(encoder.output_dim)
+        if isinstance(head, nn.Module):
+            got = getattr(head, "in_dim", None)
+            if got is not None and got != in_dim:
+                raise ConfigError(f"model.towers.{modality}.head.in_dim={got} but model.towers.{modality}.encoder outputs "
+                                  f"width {in_dim}: remove the head's in_dim or make them equal")
+            self.head = head
+        else:
+            self.head = head(in_dim=in_dim)
+
+    @property
+    def out_dim(self) -> Optional[int]:
+        return getattr(self.head, "out_dim", None)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.head(self.encoder(*inputs).pooled)
+
+
+#: state-dict names of the image-text dual encoder before it had towers (checkpoints written
+#: before issue 17) -> today's names
+_OLD_PREFIXES = {"image_encoder.": "towers.image.encoder.", "image_head.": "towers.image.head.", "text_encoder.": "towers.text.encoder.",
+                 "text_head.": "towers.text.head.", "loss.": "objectives.image_text.loss.", "temperature.": "objectives.image_text.temperature."}
+
+
+def _rename_image_text_keys(module, state_dict, prefix, *args) -> None:
+    """Load a checkpoint of the image-text dual encoder written before the towers (weights only:
+    its optimizer state follows the old parameter order)."""
+    if not any(key.startswith(prefix + "towers.") for key in state_dict):
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            for old, new in _OLD_PREFIXES.items():
+                if rest.startswith(old):
+                    state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
+                    break
+
+
+class DualEncoder(EmbeddingRetrievalModule):
+    """Modality towers trained by contrastive objectives over pairs of them.
+
+    Args:
+        towers: ``modality -> {encoder, head}`` (config ``model.towers``; a batch carries each
+            modality's inputs by name: :meth:`ImageTextBatch.inputs`). ``image`` and ``text``
+            give the retrieval evaluation, zero-shot classification and probes.
+        objectives: ``name -> Objective`` (config ``model.objectives``): contrastive pairs, and
+            any other objective whose needs this model meets.
+        optimizer, scheduler, tokenizer, eval_chunk_size: see :class:`EmbeddingRetrievalModule`.
     """
 
     def __init__(
         self,
+        towers: Mapping[str, Mapping[str, Any]],
+        objectives: Mapping[str, Objective],
+        optimizer: Callable,
+        scheduler: Optional[Callable] = None,
+        tokenizer: Any = None,
+        eval_chunk_size: Optional[int] = 1024,
+    ) -> None:
+        super().__init__(optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer, eval_chunk_size=eval_chunk_size)
+        if not towers:
+            raise ConfigError("model.towers: at least one modality tower is needed")
+        built = {}
+        for modality, spec in dict(towers).items():
+            spec = dict(spec or {})
+            if set(spec) != {"encoder", "head"}:
+                raise ConfigError(f"model.towers.{modality} needs exactly the keys encoder and head, got {sorted(spec)}")
+            built[modality] = Tower(spec["encoder"], spec["head"], modality)
+        self.towers = nn.ModuleDict(built)
+        widths = {m: t.out_dim for m, t in self.towers.items() if t.out_dim is not None}
+        if len(set(widths.values())) > 1:
+            shown = " and ".join(f"model.towers.{m}.head.out_dim={w}" for m, w in widths.items())
+            raise ConfigError(f"{shown} must be equal (the shared space)")
+        self._warned_negatives = False
+        self.register_objectives(objectives)
+        self.register_load_state_dict_pre_hook(_rename_image_text_keys)
+
+    @classmethod
+    def image_text(
+        cls,
         image_encoder: nn.Module,
         text_encoder: nn.Module,
         image_head: HeadSpec,
         text_head: HeadSpec,
         loss: nn.Module,
-        temperature: Temperature,
+        temperature: nn.Module,
         optimizer: Callable,
         scheduler: Optional[Callable] = None,
-        eval_chunk_size: Optional[int] = 1024,
-    ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, eval_chunk_size=eval_chunk_size)
-        self.image_encoder = image_encoder
-        self.text_encoder = text_encoder
-        self.image_head = _build_head(image_head, image_encoder.output_dim, "model.image_head", "image_encoder")
-        self.text_head = _build_head(text_head, text_encoder.output_dim, "model.text_head", "text_encoder")
-        img_out, txt_out = getattr(self.image_head, "out_dim", None), getattr(self.text_head, "out_dim", None)
-        if img_out is not None and txt_out is not None and img_out != txt_out:
-            raise ConfigError(f"model.image_head.out_dim={img_out} and model.text_head.out_dim={txt_out} must be equal (the shared space)")
-        self.loss = loss
-        self._warned_negatives = False
-        self.temperature = temperature
+        **kwargs: Any,
+    ) -> "DualEncoder":
+        """The CLIP case in Python: an ``image`` and a ``text`` tower and one contrastive pair
+        ``image_text`` (what ``conf/model/dual_encoder.yaml`` builds)."""
+        towers = {"image": {"encoder": image_encoder, "head": image_head}, "text": {"encoder": text_encoder, "head": text_head}}
+        objectives = {"image_text": ContrastiveObjective(loss=loss, temperature=temperature)}
+        return cls(towers=towers, objectives=objectives, optimizer=optimizer, scheduler=scheduler, **kwargs)
+
+    @property
+    def modalities(self) -> tuple:
+        return tuple(self.towers)
+
+    def embed(self, modality: str, *inputs: Tensor) -> Tensor:
+        """``[N, E]`` embeddings of ``modality``'s inputs through its tower."""
+        if modality not in self.towers:
+            raise KeyError(f"this model has no {modality!r} tower (towers: {list(self.towers)})")
+        return self.towers[modality](*inputs)
 
     def embed_images(self, images: Tensor) -> Tensor:
-        return self.image_head(self.image_encoder(images).pooled)
+        return self.embed("image", images)
 
     def embed_texts(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return self.text_head(self.text_encoder(input_ids, attention_mask).pooled)
+        return self.embed("text", input_ids, attention_mask)
 
-    def forward(self, batch: ImageTextBatch) -> Dict[str, Tensor]:
-        """Loss terms of a paired batch. When the batch carries hard-negative captions
-        (``data.train_negatives=true``) they are embedded with the text tower and passed to the
-        loss as extra negatives (NegCLIP; every built-in loss takes them, each in its own way: see
-        :mod:`mmresearch.modules.losses`). A loss without ``supports_hard_negatives`` (e.g. a
-        user's own) gets the batch without them, with a warning once."""
-        image_emb = self.embed_images(batch.images)
-        texts, mask = batch.input_ids, batch.attention_mask
-        n = texts.shape[0]
-        takes_negatives = bool(getattr(self.loss, "supports_hard_negatives", False))
-        use_negatives = batch.neg_input_ids is not None and takes_negatives
-        if batch.neg_input_ids is not None and not takes_negatives and not self._warned_negatives:
-            self._warned_negatives = True
-            rank_zero_warn(
-                f"the batches carry hard-negative captions but loss {type(self.loss).__name__} does not use "
-                "them; they are ignored (set data.train_negatives=false to skip tokenising them)"
-            )
-        if use_negatives:  # one text-tower pass for captions and negatives
-            texts = torch.cat([texts, batch.neg_input_ids])
-            mask = torch.cat([mask, batch.neg_attention_mask])
-        text_emb = self.embed_texts(texts, mask)
-        negatives = text_emb[n:] if use_negatives else None
-        kwargs = {} if negatives is None else {"hard_negative_text_features": negatives, "hard_negative_image_ids": batch.neg_image_ids}
-        return self.loss(image_emb, text_emb[:n], self.temperature(), batch.image_ids, batch.text_image_ids, **kwargs)
+    def step_outputs(self, batch: ImageTextBatch) -> StepOutputs:
+        """Every tower's embeddings of the batch. When the batch carries hard-negative captions
+        (``data.train_negatives=true``) and an objective takes them (NegCLIP; every built-in loss
+        does, each in its own way: see :mod:`mmresearch.modules.losses`), they go through the text
+        tower in the same pass as the captions; otherwise they are ignored, with a warning once."""
+        outputs = StepOutputs()
+        wanted = any(getattr(o, "takes_hard_negatives", False) for o in self.objectives.values())
+        use_negatives = batch.neg_input_ids is not None and wanted and "text" in self.towers
+        if batch.neg_input_ids is not None and not wanted and not self._warned_negatives:
+            warn_unused_negatives(self, self.objectives.values())
+        for modality, tower in self.towers.items():
+            if modality == "text" and use_negatives:  # one text-tower pass for captions and negatives
+                n = batch.num_texts
+                emb = tower(torch.cat([batch.input_ids, batch.neg_input_ids]), torch.cat([batch.attention_mask, batch.neg_attention_mask]))
+                outputs.embeddings[modality], outputs.negative_text_embeddings = emb[:n], emb[n:]
+            else:
+                outputs.embeddings[modality] = tower(*batch.inputs(modality))
+        return outputs

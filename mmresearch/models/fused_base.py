@@ -24,13 +24,15 @@ import torch
 from torch import Tensor
 
 from mmresearch.data.batch import ImageTextBatch
-from mmresearch.evaluation.compositionality import _caption_rows, wins_from_scores
+from mmresearch.evaluation.compositionality import CompositionalityMetric, caption_rows, wins_from_scores
 from mmresearch.evaluation.fused_retrieval import PairScorer, fused_retrieval
 from mmresearch.evaluation.pair_store import EvalPairs, PairStore
 from mmresearch.evaluation.retrieval import retrieval_metrics_from_scores
 from mmresearch.evaluation.vqa import VQAScore
-from mmresearch.models.base import VisionLanguageModule
-from mmresearch.modules.masking import MLMMasker
+from mmresearch.models.base import MultimodalModule
+from mmresearch.models.loading import load_model
+from mmresearch.utils.checkpoint import load_checkpoint, resolve_checkpoint_path
+from mmresearch.utils.distributed import world_info
 from mmresearch.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,30 +54,8 @@ def merged_options(defaults: Mapping[str, Any], given: Optional[Mapping[str, Any
     return {**defaults, **given}
 
 
-def objective_weights(defaults: Mapping[str, float], given: Optional[Mapping[str, float]]) -> Dict[str, float]:
-    """Loss weights ``model.objectives`` over ``defaults``; at least one must be positive."""
-    weights = {k: float(v) for k, v in merged_options(defaults, given, "model.objectives").items()}
-    if not any(w > 0 for w in weights.values()):
-        raise ConfigError(f"model.objectives: at least one of {list(defaults)} needs a weight > 0, got {weights}")
-    return weights
-
-
-def mlm_masker(tokenizer: Any, options: Mapping[str, Any]) -> MLMMasker:
-    """The MLM masker of ``model.mlm`` options (``probability``, ``mask_replace_prob``,
-    ``random_replace_prob``, ``whole_word``)."""
-    if tokenizer is None:
-        raise ConfigError("model.objectives.mlm > 0 needs the tokenizer (passed by the model builder)")
-    return MLMMasker(
-        tokenizer,
-        probability=options["probability"],
-        mask_replace_prob=options["mask_replace_prob"],
-        random_replace_prob=options["random_replace_prob"],
-        whole_word=bool(options["whole_word"]),
-    )
-
-
-class FusedVisionLanguageModule(VisionLanguageModule):
-    """Base of models with a fusion encoder and an ITM head.
+class FusedVisionLanguageModule(MultimodalModule):
+    """Base of models with a fusion encoder and an ITM head, and their evaluation protocol.
 
     Subclasses set ``itm_head`` and implement :meth:`fused_pooled` and, with a VQA head,
     :meth:`vqa_logits`; they may
@@ -86,27 +66,33 @@ class FusedVisionLanguageModule(VisionLanguageModule):
             embeddings; ``none``: fuse every pair; or a dual-encoder checkpoint path);
             ``top_k`` candidates per query; ``batch_size`` pairs fused at once;
             ``max_full_pairs`` (without a first stage, refuse to fuse more pairs).
-        optimizer, scheduler, eval_chunk_size: see :class:`VisionLanguageModule`.
+        optimizer, scheduler, tokenizer: see :class:`MultimodalModule`.
     """
 
-    #: whether the ITM head is trained in this run; set by subclasses. Without it there is no ITM
-    #: rerank (retrieval is the first stage's alone), no ``itm_acc`` and no compositionality probe.
-    trains_itm = True
+    objective_order = ("itc", "itm", "mlm", "vqa")  # the ITM's hard negatives read the contrastive scale
 
     def __init__(
         self,
         optimizer: Callable,
         scheduler: Optional[Callable] = None,
+        tokenizer: Any = None,
         retrieval: Optional[Mapping[str, Any]] = None,
-        eval_chunk_size: Optional[int] = 1024,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler, eval_chunk_size=eval_chunk_size)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer)
         self.retrieval_cfg = merged_options(DEFAULT_RETRIEVAL, retrieval, "model.retrieval")
         self.val_pairs, self.test_pairs = PairStore(), PairStore()
         self.val_vqa, self.test_vqa = VQAScore(), VQAScore()
+        self.val_compositionality = CompositionalityMetric(kind_names=())
+        self.test_compositionality = CompositionalityMetric(kind_names=())
         self._said_no_retrieval = False
         self._first_stage: list = []  # a dual encoder, kept out of the state dict and optimizer
         self.vqa_head = None
+
+    @property
+    def trains_itm(self) -> bool:
+        """Whether the ITM head is trained in this run (``model.objectives.itm``). Without it there is
+        no ITM rerank (retrieval is the first stage's alone), no ``itm_acc`` and no compositionality probe."""
+        return "itm" in self.objectives
 
     def configure_pair_stores(self, max_text_length: int, tokenizer: Any = None) -> None:
         """Token rows of the collected split are padded to ``max_text_length`` (the text model's
@@ -150,8 +136,6 @@ class FusedVisionLanguageModule(VisionLanguageModule):
         a momentum copy rebuilt from the loaded weights) are not counted. The loaded and not
         loaded top-level modules are listed in the error, and logged when it proceeds. Names
         starting with a prefix in ``skip`` are not loaded. Returns what was loaded."""
-        from mmresearch.utils.checkpoint import load_checkpoint, resolve_checkpoint_path
-
         if isinstance(min_share, bool) or not isinstance(min_share, (int, float)) or not 0.0 <= min_share <= 1.0:
             raise ConfigError(f"model.init_from_min_share must be a share in [0, 1], got {min_share!r}")
         file = resolve_checkpoint_path(path)
@@ -192,7 +176,7 @@ class FusedVisionLanguageModule(VisionLanguageModule):
             self._said_no_retrieval = True
             if self._rank_and_world()[0] == 0:
                 log.warning("model.retrieval.enabled=true, but no retrieval is reported: the ITM head is not trained "
-                            "(model.objectives.itm=0) and there is no first stage (model.retrieval.first_stage=%s%s)", choice,
+                            "(model.objectives.itm.weight=0) and there is no first stage (model.retrieval.first_stage=%s%s)", choice,
                             " without contrastive embeddings" if choice == "self" else "")
         return None
 
@@ -206,7 +190,7 @@ class FusedVisionLanguageModule(VisionLanguageModule):
             question_ids = (batch.image_ids[:, None] * q + torch.arange(q, device=self.device)).reshape(-1)  # [B * Q]
             getattr(self, f"{stage}_vqa").update(logits.float(), soft.float(), question_ids)
         if self.trains_itm and batch.neg_input_ids is not None and batch.neg_kinds is not None:
-            rows = _caption_rows(batch.image_ids, batch.text_image_ids)
+            rows = caption_rows(batch.image_ids, batch.text_image_ids)
             pos = self.itm_head.score(self.fused_pooled(batch.images[rows], batch.input_ids, batch.attention_mask))  # [T]
             hard = self.itm_head.score(self.fused_pooled(batch.images, batch.neg_input_ids, batch.neg_attention_mask))  # [B]
             getattr(self, f"{stage}_compositionality").update(batch.image_ids, wins_from_scores(pos, rows, hard), batch.neg_kinds)
@@ -228,8 +212,6 @@ class FusedVisionLanguageModule(VisionLanguageModule):
             embed_images, embed_texts = self.embed_images, self.embed_texts
         else:
             if not self._first_stage:
-                from mmresearch.utils.checkpoint import load_model
-
                 model = load_model(choice)[0]
                 self._first_stage.append(model.to(self.device).eval())
             embed_images, embed_texts = self._first_stage[0].embed_images, self._first_stage[0].embed_texts
@@ -243,9 +225,7 @@ class FusedVisionLanguageModule(VisionLanguageModule):
     # -- the split's metrics, sharded over the DDP ranks -------------------------------------------
     @staticmethod
     def _rank_and_world() -> tuple[int, int]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
+        return world_info()
 
     def _sum_over_ranks(self, t: Tensor) -> Tensor:
         """``t`` summed over the DDP ranks (itself on one process); on the CPU."""

@@ -101,10 +101,10 @@ class _Tables(NamedTuple):
 def _check_probability(name: str, value: object, allow_zero: bool) -> float:
     interval = "[0, 1]" if allow_zero else "(0, 1]"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"model.mlm.{name} must be a number in {interval}, got {value!r}")
+        raise ConfigError(f"model.objectives.mlm.{name} must be a number in {interval}, got {value!r}")
     value = float(value)
     if not ((0.0 <= value if allow_zero else 0.0 < value) and value <= 1.0):
-        raise ConfigError(f"model.mlm.{name} must be in {interval}, got {value!r}")
+        raise ConfigError(f"model.objectives.mlm.{name} must be in {interval}, got {value!r}")
     return value
 
 
@@ -122,7 +122,7 @@ class MLMMasker:
         at_least_one: choose one unit in every sequence that has eligible tokens but got none.
 
     Raises:
-        ConfigError (a ``ValueError``) naming the ``model.mlm.*`` key for a bad argument.
+        ConfigError (a ``ValueError``) naming the ``model.objectives.mlm.*`` key for a bad argument.
 
     Call: ``masker(input_ids [B, L] integer, attention_mask [B, L] or None, generator=None)``
     -> :class:`MaskedTokens`. Ids must lie in ``[0, len(tokenizer))`` (checked on CPU only, to
@@ -144,12 +144,12 @@ class MLMMasker:
         self.random_replace_prob = _check_probability("random_replace_prob", random_replace_prob, allow_zero=True)
         if self.mask_replace_prob + self.random_replace_prob > 1.0 + 1e-9:
             raise ConfigError(
-                "model.mlm.mask_replace_prob + model.mlm.random_replace_prob must be <= 1 "
+                "model.objectives.mlm.mask_replace_prob + model.objectives.mlm.random_replace_prob must be <= 1 "
                 f"(the rest of the chosen tokens stays unchanged), got {mask_replace_prob!r} + {random_replace_prob!r}"
             )
         for name, flag in (("whole_word", whole_word), ("at_least_one", at_least_one)):
             if not isinstance(flag, bool):
-                raise ConfigError(f"model.mlm.{name} must be true or false, got {flag!r}")
+                raise ConfigError(f"model.objectives.mlm.{name} must be true or false, got {flag!r}")
         self.whole_word, self.at_least_one = whole_word, at_least_one
 
         mask_id = getattr(tokenizer, "mask_token_id", None)
@@ -168,7 +168,7 @@ class MLMMasker:
         special[self.mask_token_id] = True
         random_ids = torch.nonzero(~special).flatten()
         if self.random_replace_prob > 0 and random_ids.numel() == 0:
-            raise ConfigError("model.mlm.random_replace_prob > 0 but the tokenizer has no non-special tokens to draw from")
+            raise ConfigError("model.objectives.mlm.random_replace_prob > 0 but the tokenizer has no non-special tokens to draw from")
         word_start = self._word_start_table(tokenizer, vocab_size) if whole_word else torch.ones(vocab_size, dtype=torch.bool)
         self.vocab_size = vocab_size
         self._cpu_tables = _Tables(special, word_start, random_ids)
@@ -183,7 +183,7 @@ class MLMMasker:
         n_cont, n_start = sum(continuation), sum(starts)
         if n_cont == 0 and n_start == 0:
             log.warning(
-                "model.mlm.whole_word=true but the vocabulary of %s has no '##' / '\u2581' / '\u0120' "
+                "model.objectives.mlm.whole_word=true but the vocabulary of %s has no '##' / '\u2581' / '\u0120' "
                 "subword markers: every token is treated as a word (token-level masking)",
                 type(tokenizer).__name__,
             )

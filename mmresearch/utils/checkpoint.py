@@ -1,4 +1,5 @@
-"""Load a trained model back from a checkpoint: the checkpoint file, its run config, the model.
+"""Read checkpoints: the checkpoint file and the run config stored in it (the model is rebuilt by
+:func:`mmresearch.models.loading.load_model`).
 
 Training stores the resolved run config in every checkpoint (``checkpoint["mmresearch_config"]``,
 plain containers only), so a checkpoint alone rebuilds its model. Checkpoints are read with
@@ -12,9 +13,8 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -96,37 +96,3 @@ def config_container(cfg: DictConfig) -> Dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
     except Exception:  # an interpolation that only resolves inside a Hydra app
         return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
-
-
-def load_model(
-    path: str | Path, allow_unsafe: bool = False, configure: Optional[Callable[[DictConfig], DictConfig]] = None
-) -> Tuple[L.LightningModule, DictConfig, Any]:
-    """Rebuild the model of a checkpoint with its weights (strict): ``(model, run config, tokenizer)``.
-
-    ``configure`` maps the stored run config to the one to build (an evaluation's data and model
-    changes: :func:`mmresearch.utils.eval_config.eval_run_config`)."""
-    from mmresearch.models.builder import build_model
-    from mmresearch.utils.instantiate import build
-
-    checkpoint = load_checkpoint(path, allow_unsafe=allow_unsafe)
-    cfg = run_config(checkpoint, path)
-    if configure is not None:
-        cfg = configure(cfg)
-    tokenizer = build(cfg, "tokenizer")
-    # the weights come from this checkpoint: the run's `model.init_from` file is not read again
-    # (it may be gone, and its share check is about the run's start, not about this checkpoint)
-    build_cfg = cfg.copy()
-    if OmegaConf.select(build_cfg, "model.init_from") is not None:
-        build_cfg.model.init_from = None
-    model = build_model(build_cfg, tokenizer, build(build_cfg, "data", tokenizer=tokenizer))
-    model.run_config = config_container(cfg)
-    if "state_dict" not in checkpoint:
-        raise ConfigError(f"checkpoint {resolve_checkpoint_path(path)} has no state_dict")
-    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
-    if missing or unexpected:
-        raise ConfigError(
-            f"checkpoint {resolve_checkpoint_path(path)} does not match the model of its config: "
-            f"missing keys {missing[:8]}, unexpected keys {unexpected[:8]}"
-        )
-    model.eval()
-    return model, cfg, tokenizer

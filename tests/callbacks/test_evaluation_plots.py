@@ -32,7 +32,7 @@ def datamodule():
 @pytest.fixture(scope="module")
 def model(datamodule):
     torch.manual_seed(0)
-    return DualEncoder(
+    return DualEncoder.image_text(
         image_encoder=TimmImageEncoder("resnet10t", img_size=64, pool="flatten", model_kwargs=dict(channels=(8, 8, 16, 16), stem_width=8)),
         text_encoder=HFTextEncoder(config=TINY_BERT, vocab_size=datamodule.vocab_size),
         image_head=partial(ProjectionHead, out_dim=16),

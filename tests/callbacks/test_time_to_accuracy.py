@@ -25,7 +25,7 @@ TINY_BERT = dict(model_type="bert", hidden_size=32, num_hidden_layers=1, num_att
 def _fit(tmp_path, callback, epochs=3, ckpt_path=None, checkpoints=False):
     torch.manual_seed(0)
     tokenizer = build_shapes_tokenizer()
-    model = DualEncoder(
+    model = DualEncoder.image_text(
         image_encoder=TimmImageEncoder("resnet10t", img_size=32, model_kwargs=dict(channels=(8, 8, 16, 16), stem_width=8)),
         text_encoder=HFTextEncoder(config=TINY_BERT, vocab_size=len(tokenizer)),
         image_head=partial(ProjectionHead, out_dim=16), text_head=partial(ProjectionHead, out_dim=16),

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmresearch.modules.objectives.vqa import vqa_loss
 from mmresearch.evaluation.vqa import (
     VQAScore,
     one_hot_soft_scores,
-    vqa_loss,
     vqa_question_scores,
     vqa_soft_scores,
     vqa_score,

@@ -18,8 +18,8 @@ def tokenizer():
     "override, message",
     [
         ("image_encoder.name=resnet1", r"image_encoder\.name='resnet1' is not known\. Did you mean"),
-        ("model.image_head.out_dim=abc", r"head\.out_dim must be a positive int, got 'abc'"),
-        ("model.text_head.out_dim=64", r"model\.image_head\.out_dim=128 and model\.text_head\.out_dim=64"),
+        ("model.towers.image.head.out_dim=abc", r"head\.out_dim must be a positive int, got 'abc'"),
+        ("model.towers.text.head.out_dim=64", r"model\.towers\.image\.head\.out_dim=128 and model\.towers\.text\.head\.out_dim=64"),
         ("temperature.init_tau=hot", r"temperature\.init_tau must be a number"),
         ("loss.label_smoothing=1.5", r"loss\.label_smoothing"),
         ("text_encoder.pooling=max", r"text_encoder\.pooling='max' is not known"),

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from mmresearch.evaluation.compositionality import _caption_rows
+from mmresearch.evaluation.compositionality import caption_rows
 from mmresearch.models.builder import build_model
 from mmresearch.utils.instantiate import build
 
@@ -30,7 +30,7 @@ def _centred_weights(compose_cfg, path):
     model = build_model(cfg, tokenizer, dm).eval()
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
-    rows = _caption_rows(batch.image_ids, batch.text_image_ids)
+    rows = caption_rows(batch.image_ids, batch.text_image_ids)
     with torch.no_grad():
         scores = model.itm_head.score(model.fused_pooled(batch.images[rows], batch.input_ids, batch.attention_mask))
         model.itm_head.fc.bias[1] -= scores.quantile(0.3)

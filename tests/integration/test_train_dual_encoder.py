@@ -39,7 +39,7 @@ def test_cli_run_writes_results_json_and_checkpoints(tmp_path):
         ["loss=triplet"],
         ["loss=ntxent", "temperature=scheduled", "temperature.steps=3"],
         ["loss=margin"],
-        ["image_encoder=vit_tiny", "model.image_head.kind=mlp", "text_encoder.pooling=mean"],
+        ["image_encoder=vit_tiny", "model.towers.image.head.kind=mlp", "text_encoder.pooling=mean"],
     ],
     ids=["infonce-fixed", "siglip", "triplet", "ntxent-scheduled", "margin", "vit-mlp-mean"],
 )

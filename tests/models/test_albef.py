@@ -129,8 +129,8 @@ def test_cached_pair_scorer_equals_scoring_each_pair_from_scratch(compose_cfg):
 
 
 def test_vqa_fine_tuning_builds_no_momentum_model(compose_cfg):
-    model, batch, _ = _model_and_batch(compose_cfg, ["model.objectives.itc=0", "model.objectives.itm=0", "model.objectives.mlm=0",
-                                                      "model.objectives.vqa=1", "data.train_questions=true"])
+    model, batch, _ = _model_and_batch(compose_cfg, ["model.objectives.itc.weight=0", "~loss", "~temperature", "model.objectives.itm.weight=0", "model.objectives.mlm.weight=0",
+                                                      "model.objectives.vqa.weight=1", "data.train_questions=true"])
     assert model.momentum is None and model.queue is None
     assert not any(p.requires_grad for p in model.image_proj.parameters())  # not trained by VQA
     terms = model(batch)
@@ -143,10 +143,10 @@ def test_ddp_skips_only_the_queue_buffers(compose_cfg):
 
 
 def test_itc_alone_freezes_the_fusion_and_no_itc_means_no_embeddings(compose_cfg):
-    model, _, _ = _model_and_batch(compose_cfg, ["model.objectives.itm=0", "model.objectives.mlm=0"])
+    model, _, _ = _model_and_batch(compose_cfg, ["model.objectives.itm.weight=0", "model.objectives.mlm.weight=0"])
     assert not any(p.requires_grad for p in model.fusion.parameters()) and not any(p.requires_grad for p in model.itm_head.parameters())
     assert model.has_embeddings
-    model, _, _ = _model_and_batch(compose_cfg, ["model.objectives.itc=0", "model.itm.negatives=random"])
+    model, _, _ = _model_and_batch(compose_cfg, ["model.objectives.itc.weight=0", "~loss", "~temperature", "model.objectives.itm.negatives=random"])
     assert not model.has_embeddings and model.momentum is not None  # MLM distillation keeps a momentum model
 
 
@@ -166,12 +166,12 @@ def test_init_from_skips_the_queue_and_restarts_the_momentum_model_from_the_load
 
 
 def test_config_errors_name_the_key(compose_cfg):
-    with pytest.raises(ConfigError, match="model.itm.negatives=hard"):
-        _model_and_batch(compose_cfg, ["model.objectives.itc=0"])
+    with pytest.raises(ConfigError, match="model.objectives.itm.negatives=hard"):
+        _model_and_batch(compose_cfg, ["model.objectives.itc.weight=0", "~loss", "~temperature"])
     with pytest.raises(ConfigError, match="model.distill.alpha"):
         _model_and_batch(compose_cfg, ["model.distill.alpha=1.5"])
     with pytest.raises(ConfigError, match="model.objectives"):
-        _model_and_batch(compose_cfg, ["model.objectives.itc=0", "model.objectives.itm=0", "model.objectives.mlm=0"])
+        _model_and_batch(compose_cfg, ["model.objectives.itc.weight=0", "~loss", "~temperature", "model.objectives.itm.weight=0", "model.objectives.mlm.weight=0"])
     with pytest.raises(ConfigError, match="model.text_layers"):
         _model_and_batch(compose_cfg, ["model.text_layers=9"])
 

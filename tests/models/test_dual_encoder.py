@@ -28,7 +28,7 @@ def tokenizer():
 
 
 def _model(tokenizer, loss=None, lr=1e-3, max_logit_scale=100.0, head=None):
-    return DualEncoder(
+    return DualEncoder.image_text(
         image_encoder=TimmImageEncoder("resnet10t", img_size=32, pool="flatten", model_kwargs=dict(channels=(8, 8, 16, 16), stem_width=8)),
         text_encoder=HFTextEncoder(config=TINY_BERT, vocab_size=len(tokenizer)),
         image_head=head or partial(ProjectionHead, out_dim=16),
@@ -54,8 +54,8 @@ def test_training_moves_parameters_and_clamps_temperature(tokenizer):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     _trainer().fit(model, datamodule=_data(tokenizer))
     moved = [n for n, p in model.named_parameters() if not torch.equal(before[n], p)]
-    assert any(n.startswith("image_encoder") for n in moved) and any(n.startswith("text_encoder") for n in moved)
-    assert "temperature.log_logit_scale" in moved
+    assert any(n.startswith("towers.image.encoder") for n in moved) and any(n.startswith("towers.text.encoder") for n in moved)
+    assert "objectives.image_text.temperature.log_logit_scale" in moved
     assert float(model.temperature()) <= 15.0 + 1e-4  # clamped after the step, like CLIP
 
 
@@ -78,12 +78,12 @@ class _NaNLoss(nn.Module):
 
 
 def test_non_finite_loss_stops_with_step_and_terms(tokenizer):
-    with pytest.raises(NonFiniteLossError, match=r"global step 0 .*loss=nan.*loss_t2i=0\.5"):
+    with pytest.raises(NonFiniteLossError, match=r"global step 0 .*image_text=nan.*image_text_loss_t2i=0\.5.*loss=nan"):
         _trainer().fit(_model(tokenizer, loss=_NaNLoss()), datamodule=_data(tokenizer))
 
 
 def test_mismatched_head_width_names_the_key(tokenizer):
-    with pytest.raises(ConfigError, match=r"model\.image_head\.in_dim=7 but image_encoder outputs width"):
+    with pytest.raises(ConfigError, match=r"model\.towers\.image\.head\.in_dim=7 but model\.towers\.image\.encoder outputs width"):
         _model(tokenizer, head=ProjectionHead(in_dim=7, out_dim=16))
-    with pytest.raises(ConfigError, match=r"model\.image_head\.out_dim=8 and model\.text_head\.out_dim=16"):
+    with pytest.raises(ConfigError, match=r"model\.towers\.image\.head\.out_dim=8 and model\.towers\.text\.head\.out_dim=16"):
         _model(tokenizer, head=partial(ProjectionHead, out_dim=8))

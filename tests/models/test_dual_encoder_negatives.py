@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mmresearch.models.builder import build_model
-from mmresearch.modules.losses import LOSSES, InfoNCELoss
+from helpers import LOSS_NAMES
+from mmresearch.modules.losses import InfoNCELoss
 from mmresearch.utils.instantiate import build
 
 from helpers import FAST
@@ -30,17 +31,17 @@ def _without_negatives(batch):
     return dataclasses.replace(batch, neg_input_ids=None, neg_attention_mask=None, neg_kinds=None, neg_image_ids=None)
 
 
-@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("loss", LOSS_NAMES)
 def test_every_loss_gets_the_hard_negatives(compose_cfg, monkeypatch, loss):
     model, batch = _model_and_batch(compose_cfg, loss)
     seen = {}
-    compute = model.loss.compute
+    compute = model.objectives["image_text"].loss.compute
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
         return compute(*args, **kwargs)
 
-    monkeypatch.setattr(model.loss, "compute", spy)
+    monkeypatch.setattr(model.objectives["image_text"].loss, "compute", spy)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("error")  # no "does not use them" warning
         model(batch)
@@ -55,7 +56,7 @@ def test_a_loss_without_support_is_warned_once_and_ignores_them(compose_cfg):
     class PlainLoss(InfoNCELoss):
         supports_hard_negatives = False
 
-    model.loss = PlainLoss()
+    model.objectives["image_text"].loss = PlainLoss()
     with torch.no_grad():
         with pytest.warns(UserWarning, match="does not use them; they are ignored"):
             out = model(batch)

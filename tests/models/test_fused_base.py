@@ -45,7 +45,7 @@ def _perfect_first_stage(pairs):
 @pytest.mark.parametrize("family", list(TINY))
 def test_without_itm_retrieval_is_the_first_stage_and_no_itm_metric_is_logged(compose_cfg, family):
     """An ITM head this run does not train would rerank at random (R@1 about 1 / top_k)."""
-    model, dm = _model(compose_cfg, family, ["model.objectives.itm=0", "model.itm.negatives=random"])
+    model, dm = _model(compose_cfg, family, ["model.objectives.itm.weight=0", "model.objectives.itm.negatives=random"])
     assert model.has_embeddings and not model.trains_itm
     model._first_stage_scores = _perfect_first_stage
     metrics = _test_metrics(model, dm)
@@ -56,13 +56,13 @@ def test_without_itm_retrieval_is_the_first_stage_and_no_itm_metric_is_logged(co
 
 
 def test_without_itm_and_first_stage_no_retrieval_is_reported_and_the_log_says_so_once(compose_cfg, caplog):
-    model, dm = _model(compose_cfg, "vilt", ["model.objectives.itm=0", "model.objectives.itc=0", "model.itm.negatives=random"])
+    model, dm = _model(compose_cfg, "vilt", ["model.objectives.itm.weight=0", "model.objectives.itc.weight=0", "~loss", "~temperature", "model.objectives.itm.negatives=random"])
     assert not model.has_embeddings
     with caplog.at_level(logging.WARNING, logger="mmresearch.models.fused_base"):
         first, second = _test_metrics(model, dm), _test_metrics(model, dm)
     assert not any("R@" in k or "rsum" in k or "itm_acc" in k for k in {**first, **second})
     said = [r for r in caplog.records if "no retrieval is reported" in r.getMessage()]
-    assert len(said) == 1 and "model.objectives.itm=0" in said[0].getMessage()
+    assert len(said) == 1 and "model.objectives.itm.weight=0" in said[0].getMessage()
     assert model.test_pairs.update_count == 0  # the split's images were not collected for nothing
 
 
@@ -127,8 +127,8 @@ def test_init_from_a_run_of_the_same_family_loads_and_logs_what_it_loaded(compos
     with torch.no_grad():
         source.encoder.blocks[0].attn.qkv.weight.add_(1.0)
     path = _save_state(source, tmp_path / "pretrain.ckpt")
-    vqa = ["model.objectives.itm=0", "model.objectives.mlm=0", "model.objectives.itc=0", "model.objectives.vqa=1",
-           "model.itm.negatives=random", "model.retrieval.enabled=false", f"model.init_from={path}"]
+    vqa = ["model.objectives.itm.weight=0", "model.objectives.mlm.weight=0", "model.objectives.itc.weight=0", "~loss", "~temperature", "model.objectives.vqa.weight=1",
+           "model.objectives.itm.negatives=random", "model.retrieval.enabled=false", f"model.init_from={path}"]
     with caplog.at_level(logging.INFO, logger="mmresearch.models.fused_base"):
         model, _ = _model(compose_cfg, "vilt", vqa)
     torch.testing.assert_close(model.encoder.blocks[0].attn.qkv.weight, source.encoder.blocks[0].attn.qkv.weight)
@@ -141,12 +141,13 @@ def test_init_from_a_run_of_the_same_family_loads_and_logs_what_it_loaded(compos
 def test_a_checkpoint_of_an_init_from_run_loads_without_reading_the_init_file_again(compose_cfg, tmp_path):
     """``load_model`` (mmr-eval, first stages) takes every weight from the checkpoint: the run's
     ``model.init_from`` file may be gone, and its share check is about the run's start."""
-    from mmresearch.utils.checkpoint import CONFIG_KEY, config_container, load_model
+    from mmresearch.models.loading import load_model
+    from mmresearch.utils.checkpoint import CONFIG_KEY, config_container
 
     source, _ = _model(compose_cfg, "vilt")
     init = _save_state(source, tmp_path / "pretrain.ckpt")
-    vqa = ["model.objectives.itm=0", "model.objectives.mlm=0", "model.objectives.itc=0", "model.objectives.vqa=1",
-           "model.itm.negatives=random", "model.retrieval.enabled=false", f"model.init_from={init}"]
+    vqa = ["model.objectives.itm.weight=0", "model.objectives.mlm.weight=0", "model.objectives.itc.weight=0", "~loss", "~temperature", "model.objectives.vqa.weight=1",
+           "model.objectives.itm.negatives=random", "model.retrieval.enabled=false", f"model.init_from={init}"]
     cfg = compose_cfg([*FAST, *TINY["vilt"], *SMALL_TEST, *vqa])
     tokenizer = build(cfg, "tokenizer")
     model = build_model(cfg, tokenizer, build(cfg, "data", tokenizer=tokenizer))

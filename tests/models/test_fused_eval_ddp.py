@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 WORLD, TEST_IMAGES, BATCH = 2, 25, 4
 WORKER_RUN_NAME = "__mmr_fused_eval_ddp_worker__"
-DATA = [*FAST, f"data.test_size={TEST_IMAGES}", f"data.eval_batch_size={BATCH}", "model.objectives.vqa=1", "model.retrieval.top_k=4"]
+DATA = [*FAST, f"data.test_size={TEST_IMAGES}", f"data.eval_batch_size={BATCH}", "model.objectives.vqa.weight=1", "model.retrieval.top_k=4"]
 FAMILIES = {
     "vilt": ["experiment=vilt_shapes", "image_encoder.model_kwargs.embed_dim=32", "image_encoder.model_kwargs.depth=2",
              "image_encoder.model_kwargs.num_heads=2", "text_encoder.config.hidden_size=32", "model.embed_dim=16"],

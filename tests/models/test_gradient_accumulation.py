@@ -36,7 +36,7 @@ def _grads(model, loss):
 def test_accumulation_averages_micro_batch_gradients_and_adds_no_negatives():
     torch.manual_seed(0)
     tokenizer = build_shapes_tokenizer()
-    model = DualEncoder(  # LayerNorm towers (no BatchNorm): a sample's features do not depend on its batch
+    model = DualEncoder.image_text(  # LayerNorm towers (no BatchNorm): a sample's features do not depend on its batch
         image_encoder=TimmImageEncoder("test_vit", img_size=32, model_kwargs=dict(patch_size=8)),
         text_encoder=HFTextEncoder(config=TINY_BERT, vocab_size=len(tokenizer)),
         image_head=partial(ProjectionHead, out_dim=16), text_head=partial(ProjectionHead, out_dim=16),
@@ -61,7 +61,7 @@ def test_accumulation_averages_micro_batch_gradients_and_adds_no_negatives():
     txt = torch.cat([reference.embed_texts(b.input_ids, b.attention_mask) for b in micro])
     ids = torch.cat([b.image_ids for b in micro])
     assert ids.unique().numel() == 16
-    big = _grads(reference, reference.loss(img, txt, reference.temperature(), ids, ids)["loss"])
+    big = _grads(reference, reference.objectives["image_text"].loss(img, txt, reference.temperature(), ids, ids)["loss"])
 
     assert set(capture.grads) == set(expected)
     for name, grad in capture.grads.items():

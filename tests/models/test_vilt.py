@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmresearch.models import vilt
+from mmresearch.modules.objectives import itm as itm_objective
 from mmresearch.models.builder import build_model
 from mmresearch.modules.itm_negatives import negative_weights
 from mmresearch.utils.errors import ConfigError
@@ -49,24 +49,24 @@ def test_every_objective_contributes_and_trains_the_stack(compose_cfg):
 
 
 def test_pure_vilt_builds_no_contrastive_parts(compose_cfg):
-    model, batch, _ = _model_and_batch(compose_cfg, ["model.objectives.itc=0", "model.itm.negatives=random"])
-    assert model.loss is None and model.temperature is None and not model.has_embeddings
+    model, batch, _ = _model_and_batch(compose_cfg, ["model.objectives.itc.weight=0", "~loss", "~temperature", "model.objectives.itm.negatives=random"])
+    assert "itc" not in model.objectives and model.temperature is None and not model.has_embeddings
     assert "itc" not in model(batch)
 
 
 def test_vqa_objective_needs_questions_and_scores(compose_cfg):
-    model, batch, _ = _model_and_batch(compose_cfg, ["model.objectives.itm=0", "model.objectives.mlm=0", "model.objectives.itc=0",
-                                                     "model.itm.negatives=random", "model.objectives.vqa=1", "data.train_questions=true"])
+    model, batch, _ = _model_and_batch(compose_cfg, ["model.objectives.itm.weight=0", "model.objectives.mlm.weight=0", "model.objectives.itc.weight=0", "~loss", "~temperature",
+                                                     "model.objectives.itm.negatives=random", "model.objectives.vqa.weight=1", "data.train_questions=true"])
     terms = model(batch)
     assert set(terms) == {"vqa", "loss"} and torch.isfinite(terms["loss"])
     assert model.vqa_head.net[-1].out_features == 20  # the built-in answer vocabulary
 
 
 def test_config_errors_name_the_key(compose_cfg):
-    with pytest.raises(ConfigError, match="model.itm.negatives=hard"):
-        _model_and_batch(compose_cfg, ["model.objectives.itc=0", "model.itm.negatives=hard"])
+    with pytest.raises(ConfigError, match="model.objectives.itm.negatives=hard"):
+        _model_and_batch(compose_cfg, ["model.objectives.itc.weight=0", "~loss", "~temperature", "model.objectives.itm.negatives=hard"])
     with pytest.raises(ConfigError, match="model.objectives"):
-        _model_and_batch(compose_cfg, ["model.objectives.itm=0", "model.objectives.mlm=0", "model.objectives.itc=0", "model.itm.negatives=random"])
+        _model_and_batch(compose_cfg, ["model.objectives.itm.weight=0", "model.objectives.mlm.weight=0", "model.objectives.itc.weight=0", "~loss", "~temperature", "model.objectives.itm.negatives=random"])
     with pytest.raises(ConfigError, match="text_encoder.compile=true has no effect in model=vilt"):
         _model_and_batch(compose_cfg, ["text_encoder.compile=true"])
 
@@ -76,21 +76,21 @@ def test_hard_negatives_are_drawn_from_the_tempered_itc_softmax(compose_cfg, mon
     """Hard ITM negatives: softmax(similarity / tau) over the other images, as ALBEF (without
     1 / tau, cosines in [-1, 1] make the draw nearly uniform)."""
     tau = 0.05
-    model, batch, _ = _model_and_batch(compose_cfg, ["model.itm.negatives=hard", f"model.itm.replace={replace}",
-                                                     "model.objectives.mlm=0", "temperature=fixed", f"temperature.tau={tau}"])
+    model, batch, _ = _model_and_batch(compose_cfg, ["model.objectives.itm.negatives=hard", f"model.objectives.itm.replace={replace}",
+                                                     "model.objectives.mlm.weight=0", "temperature=fixed", f"temperature.tau={tau}"])
     ids = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])  # rows 0 and 1: two captions of one image
     batch = dataclasses.replace(batch.first_pairs(8), image_ids=ids, text_image_ids=ids)
     g = torch.Generator().manual_seed(0)
     image_emb, text_emb = (F.normalize(torch.randn(8, 16, generator=g), dim=1) for _ in range(2))
     monkeypatch.setattr(model, "embed_images", lambda images: image_emb)
     monkeypatch.setattr(model, "embed_texts", lambda input_ids, attention_mask: text_emb)
-    sample, drawn_from = vilt.sample_negative_partners, []
+    sample, drawn_from = itm_objective.sample_negative_partners, []
 
     def recording(image_ids, similarity=None, generator=None, column_ids=None):
         drawn_from.append(negative_weights(image_ids, similarity, column_ids))  # the probabilities of the draw
         return sample(image_ids, similarity, generator, column_ids)
 
-    monkeypatch.setattr(vilt, "sample_negative_partners", recording)
+    monkeypatch.setattr(itm_objective, "sample_negative_partners", recording)
     model(batch)
     cosine = text_emb @ image_emb.T if replace == "image" else image_emb @ text_emb.T  # a partner image per text, or text per image
     expected = torch.softmax((cosine / tau).masked_fill(ids[:, None] == ids[None, :], float("-inf")), dim=1)

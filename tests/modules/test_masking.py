@@ -262,15 +262,15 @@ def test_cuda_matches_cpu_with_a_cpu_generator(tok):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"probability": 0.0}, r"model\.mlm\.probability must be in \(0, 1\]"),
-        ({"probability": 1.5}, r"model\.mlm\.probability"),
-        ({"probability": "0.15"}, r"model\.mlm\.probability must be a number"),
-        ({"probability": True}, r"model\.mlm\.probability"),
-        ({"mask_replace_prob": -0.1}, r"model\.mlm\.mask_replace_prob must be in \[0, 1\]"),
-        ({"random_replace_prob": 1.1}, r"model\.mlm\.random_replace_prob"),
-        ({"mask_replace_prob": 0.8, "random_replace_prob": 0.3}, r"mask_replace_prob \+ model\.mlm\.random_replace_prob must be <= 1"),
-        ({"whole_word": "yes"}, r"model\.mlm\.whole_word"),
-        ({"at_least_one": 1}, r"model\.mlm\.at_least_one"),
+        ({"probability": 0.0}, r"model\.objectives\.mlm\.probability must be in \(0, 1\]"),
+        ({"probability": 1.5}, r"model\.objectives\.mlm\.probability"),
+        ({"probability": "0.15"}, r"model\.objectives\.mlm\.probability must be a number"),
+        ({"probability": True}, r"model\.objectives\.mlm\.probability"),
+        ({"mask_replace_prob": -0.1}, r"model\.objectives\.mlm\.mask_replace_prob must be in \[0, 1\]"),
+        ({"random_replace_prob": 1.1}, r"model\.objectives\.mlm\.random_replace_prob"),
+        ({"mask_replace_prob": 0.8, "random_replace_prob": 0.3}, r"mask_replace_prob \+ model\.objectives\.mlm\.random_replace_prob must be <= 1"),
+        ({"whole_word": "yes"}, r"model\.objectives\.mlm\.whole_word"),
+        ({"at_least_one": 1}, r"model\.objectives\.mlm\.at_least_one"),
     ],
 )
 def test_bad_arguments_name_the_key(tok, kwargs, match):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmresearch.models.base import VisionLanguageModule
+from mmresearch.models.base import MultimodalModule
 from mmresearch.optim.fused import fused_supported_devices, resolve_fused
 
 
@@ -52,7 +52,7 @@ def test_fused_and_unfused_adamw_take_the_same_steps():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
-class _Tiny(VisionLanguageModule):
+class _Tiny(MultimodalModule):
     def __init__(self, optimizer):
         super().__init__(optimizer=optimizer)
         self.layer = nn.Linear(4, 4)

@@ -5,11 +5,13 @@ Every loss is a pure function plus an ``nn.Module`` wrapping it; the module's fo
 text_image_ids [N] | None, hard_negative_text_features [M, D] | None, hard_negative_image_ids [M] |
 None) -> {"loss": ..., <terms>: ...}`` and handles the distributed gather
 (see :class:`~mmresearch.modules.losses.base.ContrastiveLoss`).
+
+A loss is chosen by its config, ``conf/loss/<name>.yaml`` (``loss=<name>``), whose ``_target_``
+names the class: there is no registry beside Hydra's. Training uses a loss through
+:class:`~mmresearch.modules.objectives.ContrastiveObjective`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from mmresearch.modules.losses.base import Columns, ContrastiveLoss, PairView, make_view
 from mmresearch.modules.losses.infonce import InfoNCELoss, infonce_loss
@@ -19,8 +21,6 @@ from mmresearch.modules.losses.siglip import SigLIPLoss, siglip_loss
 from mmresearch.modules.losses.triplet import TripletLoss, triplet_loss
 
 __all__ = [
-    "LOSSES",
-    "build_loss",
     "Columns",
     "ContrastiveLoss",
     "PairView",
@@ -36,14 +36,3 @@ __all__ = [
     "ntxent_loss",
     "margin_contrastive_loss",
 ]
-
-LOSSES: dict[str, type[ContrastiveLoss]] = {
-    cls.name: cls for cls in (InfoNCELoss, SigLIPLoss, TripletLoss, NTXentLoss, MarginContrastiveLoss)
-}
-
-
-def build_loss(name: str, **kwargs: Any) -> ContrastiveLoss:
-    """Instantiate the loss registered under ``name`` (a key of :data:`LOSSES`) with ``kwargs``."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name](**kwargs)

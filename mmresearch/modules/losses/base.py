@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import Tensor, nn
 
-from mmresearch.modules.losses.distributed import (
+from mmresearch.utils.distributed import (
     all_gather_ids,
     all_gather_no_grad,
     all_gather_with_grad,

@@ -65,7 +65,7 @@ def test_keep_eager_clears_the_requests_before_compiling():
 
 
 def _model(tokenizer, compile):
-    return DualEncoder(
+    return DualEncoder.image_text(
         image_encoder=TimmImageEncoder("resnet10t", img_size=32, model_kwargs=dict(channels=(8, 8, 16, 16), stem_width=8), compile=compile),
         text_encoder=HFTextEncoder(config=TINY_BERT, vocab_size=len(tokenizer), compile=compile),
         image_head=partial(ProjectionHead, out_dim=16),
@@ -87,7 +87,7 @@ def test_training_with_compiled_encoders_matches_eager():
         trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, deterministic=True)
         trainer.fit(model, datamodule=data)
-        compiled = [model.image_encoder._compiled_call_impl is not None, model.text_encoder._compiled_call_impl is not None]
+        compiled = [model.towers["image"].encoder._compiled_call_impl is not None, model.towers["text"].encoder._compiled_call_impl is not None]
         assert compiled == [bool(compile)] * 2
         weights.append(model.state_dict())
     assert list(weights[0]) == list(weights[1])

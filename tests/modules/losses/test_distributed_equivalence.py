@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from mmresearch.modules.losses import build_loss
+from helpers import make_loss
 
 from helpers import run_gloo_worker, spawn_workers
 
@@ -82,7 +82,7 @@ def _step(loss_case: str, ids_case: str, mode: str, rows: slice) -> dict:
     proj, log_scale, x_img, x_txt, x_neg, ids = _setup(ids_case)
     name, options = LOSS_CASES[loss_case]
     local_loss, gather_with_grad = MODES[mode]
-    loss_fn = build_loss(name, local_loss=local_loss, gather_with_grad=gather_with_grad, **options).double()
+    loss_fn = make_loss(name, local_loss=local_loss, gather_with_grad=gather_with_grad, **options).double()
     xi = x_img[rows].clone().requires_grad_(True)
     xt = x_txt[rows].clone().requires_grad_(True)
     image_features = F.normalize(proj(xi), dim=1)

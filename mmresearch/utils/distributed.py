@@ -1,4 +1,4 @@
-"""Gathering features and ids across processes for the contrastive losses.
+"""Gathering features and ids across processes (contrastive losses, ITM negatives) and the rank/world of this process (data sharding).
 
 The gathers are collectives: call them only when :func:`world_info` reports a world size above
 1, on every rank in the same order (the backward of :func:`all_gather_with_grad` is a
