@@ -37,7 +37,7 @@ from mmresearch.utils.results import format_paths, format_table, write_results
 from mmresearch.utils.resume import resume_checkpoint
 
 log = logging.getLogger("mmresearch.train")
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from mmresearch import CONFIG_DIR  # noqa: E402  (re-exported: mmresearch.train.CONFIG_DIR)
 
 
 def _output_dir(cfg: DictConfig) -> Path:

@@ -33,9 +33,10 @@ from typing import Any, Dict, Optional, Sequence
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from mmresearch.utils.checkpoint import HPC_PREFIX
+
 log = logging.getLogger(__name__)
 
-HPC_PREFIX = "hpc_ckpt_"
 
 
 def next_hpc_checkpoint_path(root: str | os.PathLike) -> Path:

@@ -36,7 +36,7 @@ from mmresearch.data.batch import ImageTextBatch
 from mmresearch.evaluation.fused_retrieval import PairScorer
 from mmresearch.evaluation.pair_store import EvalPairs
 from mmresearch.evaluation.vqa import one_hot_soft_scores
-from mmresearch.models.fused_base import DEFAULT_INIT_MIN_SHARE, FusedVisionLanguageModule, merged_options
+from mmresearch.models.fused_base import FusedVisionLanguageModule, checked_options
 from mmresearch.modules.encoders.outputs import EncoderOutput
 from mmresearch.modules.fusion_heads import ITMHead, MLMHead, VQAHead
 from mmresearch.modules.fusions import cross_attention
@@ -48,9 +48,6 @@ from mmresearch.modules.queues import FeatureQueue
 from mmresearch.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DISTILL = {"alpha": 0.4, "warmup_steps": None}
-
 
 class ALBEF(FusedVisionLanguageModule):
     """Align-then-fuse vision-language model.
@@ -104,11 +101,11 @@ class ALBEF(FusedVisionLanguageModule):
         momentum: float = 0.995,
         queue_size: int = 65536,
         init_from: Optional[str] = None,
-        init_from_min_share: float = DEFAULT_INIT_MIN_SHARE,
+        init_from_min_share: float = 0.5,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer, retrieval=retrieval)
         active = {name: obj for name, obj in dict(objectives or {}).items() if obj is not None and obj.weight > 0}
-        self.distill_cfg = merged_options(DEFAULT_DISTILL, distill, "model.distill")
+        self.distill_cfg = checked_options(distill, ("alpha", "warmup_steps"), "model.distill")
         alpha = self.distill_cfg["alpha"]
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"model.distill.alpha must be in [0, 1], got {alpha!r}")

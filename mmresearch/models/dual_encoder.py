@@ -9,7 +9,7 @@ change here.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -128,7 +128,7 @@ class DualEncoder(EmbeddingRetrievalModule):
         """The CLIP case in Python: an ``image`` and a ``text`` tower and one contrastive pair
         ``image_text`` (what ``conf/model/dual_encoder.yaml`` builds)."""
         towers = {"image": {"encoder": image_encoder, "head": image_head}, "text": {"encoder": text_encoder, "head": text_head}}
-        objectives = {"image_text": ContrastiveObjective(loss=loss, temperature=temperature)}
+        objectives = {"image_text": ContrastiveObjective(loss=loss, temperature=temperature, weight=1.0, modalities=("image", "text"))}
         return cls(towers=towers, objectives=objectives, optimizer=optimizer, scheduler=scheduler, **kwargs)
 
     @property

@@ -37,21 +37,21 @@ from mmresearch.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RETRIEVAL = {"enabled": True, "first_stage": "self", "top_k": 16, "batch_size": 256, "max_full_pairs": 250_000}
-#: share of a model's parameters (in elements) a ``model.init_from`` checkpoint must fill
-DEFAULT_INIT_MIN_SHARE = 0.5
+#: the keys of ``model.retrieval`` (their values: the model's YAML)
+RETRIEVAL_KEYS = ("enabled", "first_stage", "top_k", "batch_size", "max_full_pairs")
 #: seed of the unmatched pairs of the ITM accuracy: fixed, so that they are a function of the
 #: split alone (the same in every evaluation of every run, whatever its seed or ranks)
 ITM_EVAL_SEED = 0
 
 
-def merged_options(defaults: Mapping[str, Any], given: Optional[Mapping[str, Any]], key: str) -> Dict[str, Any]:
-    """``defaults`` updated with ``given``; an unknown key is a :class:`ConfigError` naming ``key``."""
+def checked_options(given: Optional[Mapping[str, Any]], keys: tuple, key: str) -> Dict[str, Any]:
+    """``given`` with exactly ``keys`` (the defaults are the model's YAML); an unknown or missing
+    key is a :class:`ConfigError` naming ``key``."""
     given = dict(given or {})
-    unknown = set(given) - set(defaults)
-    if unknown:
-        raise ConfigError(f"{key}: unknown keys {sorted(unknown)}; allowed: {sorted(defaults)}")
-    return {**defaults, **given}
+    unknown, missing = set(given) - set(keys), [k for k in keys if k not in given]
+    if unknown or missing:
+        raise ConfigError(f"{key}: {'unknown keys ' + str(sorted(unknown)) if unknown else 'missing keys ' + str(missing)}; expected: {list(keys)}")
+    return given
 
 
 class FusedVisionLanguageModule(MultimodalModule):
@@ -79,7 +79,7 @@ class FusedVisionLanguageModule(MultimodalModule):
         retrieval: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer)
-        self.retrieval_cfg = merged_options(DEFAULT_RETRIEVAL, retrieval, "model.retrieval")
+        self.retrieval_cfg = checked_options(retrieval, RETRIEVAL_KEYS, "model.retrieval")
         self.val_pairs, self.test_pairs = PairStore(), PairStore()
         self.val_vqa, self.test_vqa = VQAScore(), VQAScore()
         self.val_compositionality = CompositionalityMetric(kind_names=())
@@ -126,7 +126,7 @@ class FusedVisionLanguageModule(MultimodalModule):
         return score
 
     # -- initialisation from another run ---------------------------------------------------------
-    def load_matching_weights(self, path: str, skip: tuple = (), min_share: float = DEFAULT_INIT_MIN_SHARE, derived: tuple = ()) -> Dict[str, Tensor]:
+    def load_matching_weights(self, path: str, skip: tuple = (), min_share: float = 0.5, derived: tuple = ()) -> Dict[str, Tensor]:
         """Initialise from a checkpoint (file or run directory): every tensor whose name and shape
         match is loaded, the rest (new heads) keep their initialisation (``model.init_from``).
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from mmresearch.data.batch import ImageTextBatch
 from mmresearch.evaluation.vqa import one_hot_soft_scores
-from mmresearch.models.fused_base import DEFAULT_INIT_MIN_SHARE, FusedVisionLanguageModule
+from mmresearch.models.fused_base import FusedVisionLanguageModule
 from mmresearch.modules.fusion_heads import ITMHead, MLMHead, VQAHead
 from mmresearch.modules.fusions.single_stream import SingleStreamEncoder
 from mmresearch.modules.heads import ProjectionHead
@@ -77,7 +77,7 @@ class ViLT(FusedVisionLanguageModule):
         pooling: str = "cls",
         embed_dim: int = 128,
         init_from: Optional[str] = None,
-        init_from_min_share: float = DEFAULT_INIT_MIN_SHARE,
+        init_from_min_share: float = 0.5,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer, retrieval=retrieval)
         active = {name for name, obj in dict(objectives or {}).items() if obj is not None and obj.weight > 0}

@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from mmresearch.utils.errors import ConfigError
 
 CONFIG_KEY = "mmresearch_config"
+#: file-name prefix of preemption checkpoints (hpc_ckpt_<n>.ckpt, Lightning's SLURM convention)
+HPC_PREFIX = "hpc_ckpt_"
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

@@ -65,7 +65,7 @@ def misspelled_override(config_name: str, argv: Sequence[str]) -> Optional[str]:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException
 
-    from mmresearch.train import CONFIG_DIR
+    from mmresearch import CONFIG_DIR
 
     parsed = _parse(argv)
     if parsed is None:

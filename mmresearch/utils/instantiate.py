@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, List
 
 from hydra.errors import InstantiationException
@@ -30,7 +31,13 @@ def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
         if isinstance(cause, ConfigError):
             raise cause from None
         target = node.get("_target_", "?") if isinstance(node, DictConfig) else "?"
-        raise ConfigError(f"could not build `{key}` (_target_: {target}): {type(cause).__name__ if cause else ''} {cause or err}") from err
+        inner = re.search(r"full_key: ([\w.]+)", str(err))  # the nested node that failed (Hydra's key, relative to `key`)
+        if inner and inner.group(1):
+            name = inner.group(1)
+            where = f"`{name if name == key or name.startswith(key + '.') else key + '.' + name}`"
+        else:
+            where = f"`{key}` (_target_: {target})"
+        raise ConfigError(f"could not build {where}: {type(cause).__name__ if cause else ''} {cause or err}") from err
 
 
 def build_dict(cfg: DictConfig, key: str) -> List[Any]:

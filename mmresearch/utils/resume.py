@@ -26,8 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from mmresearch.callbacks.preemption import HPC_PREFIX
-from mmresearch.utils.checkpoint import CONFIG_KEY, load_checkpoint, resolve_checkpoint_path
+from mmresearch.utils.checkpoint import CONFIG_KEY, HPC_PREFIX, load_checkpoint, resolve_checkpoint_path
 from mmresearch.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -60,6 +60,7 @@ def test_an_objective_of_weight_zero_is_not_built():
 
 
 def test_an_objective_the_model_cannot_train_is_refused_at_build():
-    cfg = _cfg(["+model.objectives.mlm={_target_: mmresearch.modules.objectives.MLMObjective, weight: 1.0}"])
+    cfg = _cfg(["+model.objectives.mlm={_target_: mmresearch.modules.objectives.MLMObjective, weight: 1.0, probability: 0.15, whole_word: false, "
+                "mask_replace_prob: 0.8, random_replace_prob: 0.1, distill: false}"])
     with pytest.raises(ConfigError, match=r"model\.objectives\.mlm \(MLMObjective\) cannot be trained by DualEncoder: it needs mlm_head, mlm_text_states"):
         build_model(cfg, build_shapes_tokenizer())

@@ -51,6 +51,8 @@ class Objective(nn.Module):
     objective says so at start), and may override :meth:`attach` to check options against the
     model or build what depends on it (the MLM masker from the model's tokenizer).
 
+    Options have no defaults here: they are written once, in the model YAMLs.
+
     Args:
         weight: the objective's weight in the training loss (> 0: an objective of weight 0 is not built).
     """
@@ -58,7 +60,7 @@ class Objective(nn.Module):
     #: model attributes (methods, heads) this objective uses
     requires: tuple = ()
 
-    def __init__(self, weight: float = 1.0) -> None:
+    def __init__(self, weight: float) -> None:
         super().__init__()
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise ConfigError(f"an objective's weight must be a number >= 0, got {weight!r}")

@@ -27,7 +27,7 @@ class ContrastiveObjective(Objective):
         modalities: the two modalities aligned, in the loss's (image, text) argument order.
     """
 
-    def __init__(self, loss: nn.Module, temperature: nn.Module, weight: float = 1.0, modalities: Sequence[str] = ("image", "text")) -> None:
+    def __init__(self, loss: nn.Module, temperature: nn.Module, weight: float, modalities: Sequence[str]) -> None:
         super().__init__(weight)
         if loss is None or temperature is None:
             raise ConfigError("a contrastive objective needs a loss and a temperature (config groups loss, temperature)")

@@ -33,7 +33,7 @@ def itm_terms(logits: Tensor, labels: Tensor) -> Dict[str, Tensor]:
 
 
 class _ITMBase(Objective):
-    def __init__(self, weight: float = 1.0, negatives: str = "random") -> None:
+    def __init__(self, weight: float, negatives: str) -> None:
         super().__init__(weight)
         check_choice("model.objectives.itm.negatives", negatives, ("random", "hard"))
         self.negatives = negatives
@@ -55,7 +55,7 @@ class ITMObjective(_ITMBase):
 
     requires = ("itm_logits",)
 
-    def __init__(self, weight: float = 1.0, negatives: str = "random", replace: str = "image", negative_ratio: float = 0.5) -> None:
+    def __init__(self, weight: float, negatives: str, replace: str, negative_ratio: float) -> None:
         super().__init__(weight, negatives)
         check_choice("model.objectives.itm.replace", replace, ("image", "text"))
         self.replace, self.negative_ratio = replace, float(negative_ratio)
@@ -94,7 +94,7 @@ class BatchNegativesITMObjective(_ITMBase):
 
     requires = ("prepare_image_tokens", "fused_itm_logits")
 
-    def __init__(self, weight: float = 1.0, negatives: str = "hard") -> None:
+    def __init__(self, weight: float, negatives: str) -> None:
         super().__init__(weight, negatives)
 
     def forward(self, model: nn.Module, batch: Any, outputs: StepOutputs) -> Dict[str, Tensor]:

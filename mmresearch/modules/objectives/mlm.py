@@ -31,12 +31,12 @@ class MLMObjective(Objective):
 
     def __init__(
         self,
-        weight: float = 1.0,
-        probability: float = 0.15,
-        whole_word: bool = False,
-        mask_replace_prob: float = 0.8,
-        random_replace_prob: float = 0.1,
-        distill: bool = False,
+        weight: float,
+        probability: float,
+        whole_word: bool,
+        mask_replace_prob: float,
+        random_replace_prob: float,
+        distill: bool,
     ) -> None:
         super().__init__(weight)
         self.options = dict(probability=probability, mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob, whole_word=bool(whole_word))

@@ -33,7 +33,7 @@ class MomentumContrastiveObjective(Objective):
 
     requires = ("momentum_embeddings",)
 
-    def __init__(self, temperature: nn.Module, weight: float = 1.0) -> None:
+    def __init__(self, temperature: nn.Module, weight: float) -> None:
         super().__init__(weight)
         if temperature is None:
             raise ConfigError("the momentum contrastive objective needs a temperature (config group temperature)")
