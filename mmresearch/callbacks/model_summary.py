@@ -36,16 +36,22 @@ def _count(n: int) -> str:
 
 def summary_table(model: nn.Module, max_depth: int = 1) -> str:
     """A plain-text table of ``model``'s parts to ``max_depth`` levels (torchmetrics ``Metric``
-    modules and what is inside them left out) and its totals."""
+    modules and what is inside them left out; a ``ModuleDict``/``ModuleList`` is not a level: the
+    dual encoder's ``towers.image`` and ``objectives.image_text`` are parts of depth 1) and its totals."""
     rows: List[Tuple[str, str, str, str]] = []
     metrics: List[str] = []
-    for name, module in model.named_modules():
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
         if not name or any(name.startswith(m + ".") for m in metrics):
             continue
         if isinstance(module, Metric):
             metrics.append(name)
             continue
-        if name.count(".") < max_depth:
+        if isinstance(module, (nn.ModuleDict, nn.ModuleList)):
+            continue  # a container (towers, objectives): its entries are listed at its level
+        parts = name.split(".")
+        containers = sum(isinstance(modules[".".join(parts[:i])], (nn.ModuleDict, nn.ModuleList)) for i in range(1, len(parts)))
+        if len(parts) - containers <= max_depth:
             total, trainable = _counts(module)
             rows.append((name, type(module).__name__, _count(total), _count(trainable)))
     head = ("Name", "Type", "Params", "Trainable")

@@ -71,6 +71,8 @@ class MultimodalModule(L.LightningModule):
         if not active:
             raise ConfigError(f"model.objectives: {type(self).__name__} needs at least one objective with a weight > 0 "
                               f"(got {', '.join(given) or 'none'}, all of weight 0 or null)")
+        del self.objectives  # registered again below: after the model's networks, in the summary and state dict
+        self.objectives = nn.ModuleDict()
         for name, objective in active.items():
             if not isinstance(objective, Objective):
                 raise ConfigError(f"model.objectives.{name} must be an mmresearch.modules.objectives.Objective, got {type(objective).__name__}")
