@@ -29,15 +29,27 @@ _REFERENCE = re.compile(r"\$\{([A-Za-z_][\w]*)\}")
 
 def fill_data_dependent(cfg: DictConfig, datamodule: Any, tokenizer: Any = None) -> None:
     """Write sizes that come from the data into the config, so the stored run config rebuilds the
-    same model: ``model.num_answers`` (VQA heads) and ``text_encoder.vocab_size`` (from the tokenizer,
-    where the text encoder has the key and it is null)."""
+    same model: ``model.num_answers`` (VQA heads) and a text encoder's ``vocab_size`` (from the
+    tokenizer, where the text encoder config has the key and it is null)."""
     if "num_answers" in cfg.model and cfg.model.num_answers is None and datamodule is not None and hasattr(datamodule, "num_answers"):
         with open_dict(cfg):
             cfg.model.num_answers = int(datamodule.num_answers)
-    node = cfg.get("text_encoder")
-    if tokenizer is not None and isinstance(node, DictConfig) and "vocab_size" in node and node.vocab_size is None:
+    if tokenizer is not None:
+        for node in (cfg.get("text_encoder"), cfg.model):
+            _fill_vocab_size(node, len(tokenizer))
+
+
+def _fill_vocab_size(node: Any, size: int) -> None:
+    """``vocab_size: null`` of a text encoder config (the node or one inside it, not through an
+    interpolation: those point at the top-level group) set to ``size``."""
+    if not isinstance(node, DictConfig):
+        return
+    if "_target_" in node and "vocab_size" in node and node.vocab_size is None:
         with open_dict(node):
-            node.vocab_size = len(tokenizer)
+            node.vocab_size = size
+    for key in list(node.keys()):
+        if not OmegaConf.is_interpolation(node, key):
+            _fill_vocab_size(node._get_node(key), size)
 
 
 def _objective_weight(node: Any, name: str) -> float:

@@ -55,24 +55,6 @@ class Tower(nn.Module):
         return self.head(self.encoder(*inputs).pooled)
 
 
-#: state-dict names of the image-text dual encoder before it had towers (checkpoints written
-#: before issue 17) -> today's names
-_OLD_PREFIXES = {"image_encoder.": "towers.image.encoder.", "image_head.": "towers.image.head.", "text_encoder.": "towers.text.encoder.",
-                 "text_head.": "towers.text.head.", "loss.": "objectives.image_text.loss.", "temperature.": "objectives.image_text.temperature."}
-
-
-def _rename_image_text_keys(module, state_dict, prefix, *args) -> None:
-    """Load a checkpoint of the image-text dual encoder written before the towers (weights only:
-    its optimizer state follows the old parameter order)."""
-    if not any(key.startswith(prefix + "towers.") for key in state_dict):
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            rest = key[len(prefix):]
-            for old, new in _OLD_PREFIXES.items():
-                if rest.startswith(old):
-                    state_dict[prefix + new + rest[len(old):]] = state_dict.pop(key)
-                    break
-
-
 class DualEncoder(EmbeddingRetrievalModule):
     """Modality towers trained by contrastive objectives over pairs of them.
 
@@ -110,7 +92,6 @@ class DualEncoder(EmbeddingRetrievalModule):
             raise ConfigError(f"{shown} must be equal (the shared space)")
         self._warned_negatives = False
         self.register_objectives(objectives)
-        self.register_load_state_dict_pre_hook(_rename_image_text_keys)
 
     @classmethod
     def image_text(

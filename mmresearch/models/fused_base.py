@@ -31,6 +31,7 @@ from mmresearch.evaluation.retrieval import retrieval_metrics_from_scores
 from mmresearch.evaluation.vqa import VQAScore
 from mmresearch.models.base import MultimodalModule
 from mmresearch.models.loading import load_model
+from mmresearch.models.upgrade import upgrade_state_dict
 from mmresearch.utils.checkpoint import load_checkpoint, resolve_checkpoint_path
 from mmresearch.utils.distributed import world_info
 from mmresearch.utils.errors import ConfigError
@@ -140,8 +141,9 @@ class FusedVisionLanguageModule(MultimodalModule):
             raise ConfigError(f"model.init_from_min_share must be a share in [0, 1], got {min_share!r}")
         file = resolve_checkpoint_path(path)
         source = f"model.init_from={path}" + ("" if str(file) == str(path) else f" ({file})")
-        state = {k: v for k, v in load_checkpoint(file)["state_dict"].items() if not k.startswith(skip)}
         own = self.state_dict()
+        state = upgrade_state_dict(load_checkpoint(file)["state_dict"], f"{type(self).__module__}.{type(self).__name__}", own.keys())
+        state = {k: v for k, v in state.items() if not k.startswith(skip)}
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:
             raise ConfigError(f"{source}: no parameter of the checkpoint matches this model")

@@ -10,6 +10,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from mmresearch.models.builder import build_model
+from mmresearch.models.upgrade import upgrade_run_config, upgrade_state_dict
 from mmresearch.utils.checkpoint import config_container, load_checkpoint, resolve_checkpoint_path, run_config
 from mmresearch.utils.errors import ConfigError
 from mmresearch.utils.instantiate import build
@@ -23,7 +24,7 @@ def load_model(
     ``configure`` maps the stored run config to the one to build (an evaluation's data and model
     changes: :func:`mmresearch.utils.eval_config.eval_run_config`)."""
     checkpoint = load_checkpoint(path, allow_unsafe=allow_unsafe)
-    cfg = run_config(checkpoint, path)
+    cfg = upgrade_run_config(run_config(checkpoint, path))
     if configure is not None:
         cfg = configure(cfg)
     tokenizer = build(cfg, "tokenizer")
@@ -36,7 +37,8 @@ def load_model(
     model.run_config = config_container(cfg)
     if "state_dict" not in checkpoint:
         raise ConfigError(f"checkpoint {resolve_checkpoint_path(path)} has no state_dict")
-    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
+    state = upgrade_state_dict(checkpoint["state_dict"], cfg.model._target_, model.state_dict().keys())
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConfigError(
             f"checkpoint {resolve_checkpoint_path(path)} does not match the model of its config: "
