@@ -80,9 +80,6 @@ class MultimodalModule(L.LightningModule):
         for name, objective in active.items():
             objective.attach(self, name)
 
-    def has_objective(self, name: str) -> bool:
-        return name in self.objectives
-
     def step_outputs(self, batch: ImageTextBatch) -> StepOutputs:
         """What this model computes once per training batch for its objectives."""
         raise NotImplementedError

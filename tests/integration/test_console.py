@@ -41,7 +41,7 @@ def test_train_console_is_quiet_with_one_table(run):
 
 def test_model_summary_lists_the_real_parts_without_metrics_or_flops(run):
     _, console = run
-    assert console.count("image_encoder") == 1 and "text_head" in console and "Trainable" in console
+    assert console.count("towers.image ") == 1 and "towers.text " in console and "objectives.image_text " in console and "Trainable" in console
     for absent in ("RetrievalMetric", "CompositionalityMetric", "val_retrieval", "FLOPs", "Flops"):
         assert absent not in console, absent
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mmresearch.modules.objectives import itm as itm_objective
 from mmresearch.models.builder import build_model
-from mmresearch.modules.itm_negatives import negative_weights
+from mmresearch.modules.objectives.itm_negatives import negative_weights
 from mmresearch.utils.errors import ConfigError
 from mmresearch.utils.instantiate import build
 

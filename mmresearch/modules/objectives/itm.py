@@ -10,7 +10,7 @@ Two recipes of negatives, one per model family's paper:
 
 Negatives are drawn uniformly (``negatives=random``) or from ``softmax(cosine / tau)`` of the
 contrastive objective's embeddings and temperature (``hard``), never a positive
-(:func:`~mmresearch.modules.itm_negatives.sample_negative_partners`).
+(:func:`~mmresearch.modules.objectives.itm_negatives.sample_negative_partners`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmresearch.modules.itm_negatives import sample_negative_partners
+from mmresearch.modules.objectives.itm_negatives import sample_negative_partners
 from mmresearch.modules.objectives.base import Objective, StepOutputs
 from mmresearch.utils.distributed import all_gather_ids, all_gather_no_grad, all_gather_tokens
 from mmresearch.utils.errors import ConfigError, check_choice

@@ -2,7 +2,7 @@
 
 import torch
 
-from mmresearch.modules.itm_negatives import negative_weights, sample_negative_partners
+from mmresearch.modules.objectives.itm_negatives import negative_weights, sample_negative_partners
 
 
 def test_partner_never_shares_the_image_id():
