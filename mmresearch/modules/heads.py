@@ -55,3 +55,19 @@ class ProjectionHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         z = self.proj(x)
         return F.normalize(z, dim=-1) if self.normalize else z
+
+
+class L2Normalize(nn.Module):
+    """The head of a tower whose encoder already projects into the shared space (a pretrained
+    CLIP/SigLIP tower): L2 normalisation only. ``forward(x [B, D]) -> [B, D]``.
+
+    Args:
+        in_dim: the encoder's output width (filled by the model builder); ``out_dim`` equals it.
+    """
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.in_dim = self.out_dim = int(in_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1)

@@ -1,0 +1,71 @@
+"""A dual encoder that starts from a transformers dual-tower checkpoint (``model=clip``): CLIP,
+SigLIP and other ``AutoModel`` checkpoints with ``vision_model`` and ``text_model``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+
+from mmresearch.models.dual_encoder import DualEncoder
+from mmresearch.modules.encoders.paired import checkpoint_scale_and_bias, release_paired_model
+from mmresearch.modules.objectives.base import Objective
+from mmresearch.utils.errors import ConfigError
+
+
+class PretrainedDualEncoder(DualEncoder):
+    """:class:`DualEncoder` whose towers are the halves of the checkpoint ``pretrained``
+    (:class:`~mmresearch.modules.encoders.paired.PairedTowerEncoder`, config
+    ``conf/model/clip.yaml``), and whose contrastive pair starts from the checkpoint's logit scale
+    (copied into a learnable or fixed temperature) and, for SigLIP, its logit bias (copied into
+    the SigLIP loss's ``logit_bias``). With these, our image-text logits equal the checkpoint's
+    ``logits_per_image`` before any training.
+
+    Args:
+        pretrained: the checkpoint (hub name or local directory; ``model.pretrained``).
+        scale_from_checkpoint: start the temperature (and SigLIP bias) from the checkpoint
+            (true), or from the ``temperature`` / ``loss`` configs (false).
+        pair: the objective that receives them (``image_text``).
+        towers, objectives, optimizer, scheduler, tokenizer, eval_chunk_size: see :class:`DualEncoder`.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        towers: Mapping[str, Mapping[str, Any]],
+        objectives: Mapping[str, Objective],
+        optimizer: Callable,
+        scheduler: Optional[Callable] = None,
+        tokenizer: Any = None,
+        eval_chunk_size: Optional[int] = 1024,
+        scale_from_checkpoint: bool = True,
+        pair: str = "image_text",
+    ) -> None:
+        super().__init__(towers=towers, objectives=objectives, optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer,
+                         eval_chunk_size=eval_chunk_size)
+        self.pretrained = str(pretrained)
+        if scale_from_checkpoint:
+            self._start_from_checkpoint_scale(pair)
+        release_paired_model()
+
+    @torch.no_grad()
+    def _start_from_checkpoint_scale(self, pair: str) -> None:
+        if pair not in self.objectives:
+            raise ConfigError(f"model.pair={pair!r}: no such objective (objectives: {list(self.objectives)})")
+        objective = self.objectives[pair]
+        scale, bias = checkpoint_scale_and_bias(self.pretrained)
+        temperature = getattr(objective, "temperature", None)
+        if scale is not None and temperature is not None:
+            log_scale, fixed = getattr(temperature, "log_logit_scale", None), getattr(temperature, "logit_scale", None)
+            if isinstance(log_scale, torch.Tensor):  # learnable: log-parameterised
+                log_scale.copy_(scale.to(log_scale.dtype))
+            elif isinstance(fixed, torch.Tensor):  # fixed: the scale itself
+                fixed.copy_(scale.exp().to(fixed.dtype))
+            else:
+                raise ConfigError(f"temperature={type(temperature).__name__} cannot start from the checkpoint's logit scale: use "
+                                  "temperature=learnable or fixed (or model.scale_from_checkpoint=false)")
+        loss_bias = getattr(getattr(objective, "loss", None), "logit_bias", None)
+        if bias is not None and isinstance(loss_bias, torch.Tensor):
+            loss_bias.copy_(bias.to(loss_bias.dtype))
+        elif bias is not None:
+            raise ConfigError(f"model.pretrained={self.pretrained!r} is a SigLIP-style checkpoint (it has a logit bias): train it with loss=siglip")
