@@ -3,13 +3,12 @@ SigLIP and other ``AutoModel`` checkpoints with ``vision_model`` and ``text_mode
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 import torch
 
 from mmresearch.models.dual_encoder import DualEncoder
 from mmresearch.modules.encoders.paired import checkpoint_scale_and_bias, release_paired_model
-from mmresearch.modules.objectives.base import Objective
 from mmresearch.utils.errors import ConfigError
 
 
@@ -26,23 +25,11 @@ class PretrainedDualEncoder(DualEncoder):
         scale_from_checkpoint: start the temperature (and SigLIP bias) from the checkpoint
             (true), or from the ``temperature`` / ``loss`` configs (false).
         pair: the objective that receives them (``image_text``).
-        towers, objectives, optimizer, scheduler, tokenizer, eval_chunk_size: see :class:`DualEncoder`.
+        kwargs: ``towers``, ``objectives``, ``optimizer``... of :class:`DualEncoder`.
     """
 
-    def __init__(
-        self,
-        pretrained: str,
-        towers: Mapping[str, Mapping[str, Any]],
-        objectives: Mapping[str, Objective],
-        optimizer: Callable,
-        scheduler: Optional[Callable] = None,
-        tokenizer: Any = None,
-        eval_chunk_size: Optional[int] = 1024,
-        scale_from_checkpoint: bool = True,
-        pair: str = "image_text",
-    ) -> None:
-        super().__init__(towers=towers, objectives=objectives, optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer,
-                         eval_chunk_size=eval_chunk_size)
+    def __init__(self, pretrained: str, scale_from_checkpoint: bool = True, pair: str = "image_text", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.pretrained = str(pretrained)
         if scale_from_checkpoint:
             self._start_from_checkpoint_scale(pair)
