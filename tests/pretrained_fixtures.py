@@ -71,7 +71,17 @@ def paired_checkpoint(directory: Path, kind: str = "clip", seed: int = 0) -> Pat
         model.logit_scale.data.fill_(math.log(12.0))
         model.logit_bias.data.fill_(-4.0)
     model.save_pretrained(str(directory))
+    processor()[kind]().save_pretrained(str(directory))
     return directory
+
+
+def processor():
+    """The image processors of the tiny checkpoints (32 px): CLIP's (shortest side, centre crop,
+    OpenAI's statistics) and SigLIP's (squash, 0.5/0.5)."""
+    from transformers import CLIPImageProcessor, SiglipImageProcessor
+
+    return {"clip": lambda: CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+            "siglip": lambda: SiglipImageProcessor(size={"height": 32, "width": 32})}
 
 
 def bert_checkpoint(directory: Path) -> Path:

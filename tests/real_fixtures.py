@@ -14,13 +14,15 @@ from PIL import Image
 FLICKR_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flickr8k-mini"
 
 
-def write_images(root: Path, n: int, size: int = 40, seed: int = 0) -> List[str]:
-    """``n`` JPEG files ``img<i>.jpg`` of distinct random colours; returns their names."""
+def write_images(root: Path, n: int, size: int | tuple = 40, seed: int = 0) -> List[str]:
+    """``n`` JPEG files ``img<i>.jpg`` of distinct random colours (``size``: a side, or ``(width,
+    height)``); returns their names."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    width, height = (size, size) if isinstance(size, int) else size
     names = []
     for i in range(n):
-        pixels = (rng.integers(0, 256, size=(1, 1, 3)) + rng.integers(-20, 20, size=(size, size, 3))).clip(0, 255).astype(np.uint8)
+        pixels = (rng.integers(0, 256, size=(1, 1, 3)) + rng.integers(-20, 20, size=(height, width, 3))).clip(0, 255).astype(np.uint8)
         name = f"img{i:03d}.jpg"
         Image.fromarray(pixels).save(root / name, quality=90)
         names.append(name)

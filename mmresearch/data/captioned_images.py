@@ -82,6 +82,10 @@ class CaptionedImages(Dataset):
     def num_captions(self) -> int:
         return int(self.counts.sum())
 
+    def image_path(self, index: int) -> str:
+        """The file of image ``index`` (the embedding export names it)."""
+        return self.paths[index]
+
     def load(self, index: int):
         """The transformed image ``[3, S, S]``, or a :class:`Skipped` marker (not ``strict``)."""
         image = read_rgb(self.paths[index])

@@ -33,7 +33,7 @@ from mmresearch.data.collate import PADDING_MODES, EvalCollate, TrainCollate
 from mmresearch.data.formats import FORMATS, READERS, Annotations, ImageCaptions
 from mmresearch.data.sampler import CAPTION_SAMPLING, CaptionPairSampler
 from mmresearch.data.skips import DataError, SkipLedger, Skipped, check_fraction, format_counts
-from mmresearch.data.transforms import build_transforms, resolve_image_config
+from mmresearch.data.transforms import ProcessorTransform, build_transforms, processor_image_config, resolve_image_config
 from mmresearch.data.webdataset import WebDatasetPairs, webdataset_loader
 from mmresearch.utils.distributed import world_info
 from mmresearch.utils.errors import ConfigError, check_choice
@@ -117,7 +117,8 @@ class ImageTextDataModule(CaptionDataModule):
         root: base directory of relative source paths and image roots (None: as given, i.e.
             relative to the working directory).
         image_size: square side of the images (None: the image encoder's, from timm).
-        transform: ``model`` (timm name whose data config is used), ``mean``, ``std``,
+        transform: ``processor`` (a transformers checkpoint whose image processor gives the
+            preprocessing, its evaluation exactly: ``model=clip`` sets it), ``model`` (timm name whose data config is used), ``mean``, ``std``,
             ``interpolation``, ``crop_pct`` (None: timm's), ``train_augment`` (arguments of
             ``timm.data.create_transform`` for training).
         batch_size / eval_batch_size: pairs per training batch / images per evaluation batch.
@@ -178,11 +179,20 @@ class ImageTextDataModule(CaptionDataModule):
             raise ConfigError("data.split cannot draw evaluation images from a webdataset stream: give data.val and data.test")
         transform = dict(transform or {})
         augment = transform.pop("train_augment", None)
+        processor = transform.pop("processor", None)
         unknown = sorted(set(transform) - {"model", "mean", "std", "interpolation", "crop_pct"})
         if unknown:
             raise ConfigError(f"data.transform: unknown keys {unknown}")
-        self.image_config = resolve_image_config(image_size=image_size, **transform)
-        self.train_transform, self.eval_transform = build_transforms(self.image_config, augment)
+        if processor:  # the checkpoint's own preprocessing (model=clip): evaluation exactly as its processor
+            self.image_config = processor_image_config(processor)
+            if image_size is not None and int(image_size) != self.image_config.image_size:
+                raise ConfigError(f"data.image_size={image_size} but the processor data.transform.processor={processor!r} gives "
+                                  f"{self.image_config.image_size} px: remove data.image_size (or set data.transform.processor=null)")
+            self.train_transform = build_transforms(self.image_config, augment)[0]
+            self.eval_transform = ProcessorTransform(processor)
+        else:
+            self.image_config = resolve_image_config(image_size=image_size, **transform)
+            self.train_transform, self.eval_transform = build_transforms(self.image_config, augment)
         self.batch_size = _positive("batch_size", batch_size)
         self.eval_batch_size = _positive("eval_batch_size", eval_batch_size)
         self.num_workers = int(num_workers)

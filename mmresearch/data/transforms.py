@@ -68,6 +68,62 @@ def resolve_image_config(
     return config
 
 
+#: PIL resampling filters (transformers' ``resample``) by timm's interpolation names
+_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+class ProcessorTransform:
+    """A transformers image processor as the evaluation transform: PIL image -> ``[3, S, S]``,
+    exactly what the checkpoint's own processor gives (``processor(images=image).pixel_values``,
+    :func:`load_image_processor`).
+    Picklable (DataLoader workers): it keeps the processor's path and loads it once per process."""
+
+    def __init__(self, processor: str) -> None:
+        self.processor = str(processor)
+        self._loaded = None
+
+    def __getstate__(self):
+        return {"processor": self.processor, "_loaded": None}
+
+    def __call__(self, image):
+        if self._loaded is None:
+            self._loaded = load_image_processor(self.processor)
+        return self._loaded(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def load_image_processor(processor: str, key: str = "data.transform.processor"):
+    """``AutoImageProcessor.from_pretrained(processor)``: what a user of the checkpoint gets (in
+    transformers 5 the torchvision backend, which differs from the PIL one by a grey level at some
+    pixels); a missing processor file is a ConfigError naming ``key``."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(str(processor))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{key}={processor!r} has no image processor (preprocessor_config.json): {err}. Set {key}=null to use "
+                          "the data.transform options instead") from err
+
+
+def processor_image_config(processor: str, key: str = "data.transform.processor") -> ImageConfig:
+    """The size, mean, std, interpolation and crop of a checkpoint's image processor: resize the
+    shortest side then centre-crop (CLIP: ``crop_pct`` = crop / shortest side), or resize to the
+    square (SigLIP: ``crop_pct`` 1)."""
+    p = load_image_processor(processor, key)
+    size = dict(getattr(p, "size", None) or {})
+    crop = dict(getattr(p, "crop_size", None) or {}) if getattr(p, "do_center_crop", False) else {}
+    if "shortest_edge" in size:
+        out = int(crop.get("height", size["shortest_edge"]))
+        crop_pct = out / int(size["shortest_edge"])
+    elif "height" in size:
+        out, crop_pct = int(size["height"]), 1.0
+    else:
+        raise ConfigError(f"{key}={processor!r}: an image processor with size {size} (neither shortest_edge nor height) is not supported")
+    mean = tuple(float(m) for m in (p.image_mean if getattr(p, "do_normalize", True) else (0.0, 0.0, 0.0)))
+    std = tuple(float(v) for v in (p.image_std if getattr(p, "do_normalize", True) else (1.0, 1.0, 1.0)))
+    return ImageConfig(image_size=out, mean=mean, std=std, interpolation=_RESAMPLE.get(int(getattr(p, "resample", 3)), "bicubic"),
+                       crop_pct=float(crop_pct))
+
+
 def build_transforms(config: ImageConfig, train_augment: Optional[Mapping[str, Any]] = None) -> tuple[Callable, Callable]:
     """``(train, eval)`` transforms: PIL RGB image -> float ``[3, S, S]`` normalised.
 

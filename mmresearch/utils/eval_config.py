@@ -30,6 +30,7 @@ PREPROCESSING: Tuple[Tuple[str, ...], ...] = (
     ("transform.interpolation",),
     ("transform.crop_pct",),
     ("transform.model",),
+    ("transform.processor",),
     ("max_text_length",),
     ("padding",),
     ("lowercase",),
