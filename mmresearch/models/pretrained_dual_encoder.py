@@ -31,6 +31,7 @@ class PretrainedDualEncoder(DualEncoder):
     def __init__(self, pretrained: str, scale_from_checkpoint: bool = True, pair: str = "image_text", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.pretrained = str(pretrained)
+        self.pair = pair
         if scale_from_checkpoint:
             self._start_from_checkpoint_scale(pair)
         release_paired_model()
@@ -56,3 +57,32 @@ class PretrainedDualEncoder(DualEncoder):
             loss_bias.copy_(bias.to(loss_bias.dtype))
         elif bias is not None:
             raise ConfigError(f"model.pretrained={self.pretrained!r} is a SigLIP-style checkpoint (it has a logit bias): train it with loss=siglip")
+
+    @torch.no_grad()
+    def to_transformers(self):
+        """The model in its reference format: a fresh transformers model of the checkpoint's
+        config (``AutoModel.from_config``) holding this model's weights (towers, projections,
+        logit scale and SigLIP bias), loaded strictly: no missing or unexpected key."""
+        from transformers import AutoConfig, AutoModel
+
+        from mmresearch.modules.encoders.paired import PARTS
+
+        reference = AutoModel.from_config(AutoConfig.from_pretrained(self.pretrained))
+        state = {}
+        for modality, (encoder_attr, projection_attr) in PARTS.items():
+            encoder = self.towers[modality].encoder
+            state.update({f"{encoder_attr}.{k}": v for k, v in encoder.model.state_dict().items()})
+            if isinstance(encoder.projection, torch.nn.Linear):
+                state.update({f"{projection_attr}.{k}": v for k, v in encoder.projection.state_dict().items()})
+        objective = self.objectives[self.pair] if self.pair in self.objectives else None
+        temperature = getattr(objective, "temperature", None)
+        if hasattr(reference, "logit_scale") and temperature is not None:
+            state["logit_scale"] = torch.log(temperature().detach()).reshape(reference.logit_scale.shape)
+        bias = getattr(getattr(objective, "loss", None), "logit_bias", None)
+        if hasattr(reference, "logit_bias") and isinstance(bias, torch.Tensor):
+            state["logit_bias"] = bias.detach().reshape(reference.logit_bias.shape)
+        missing, unexpected = reference.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k not in dict(reference.named_buffers())]  # buffers rebuilt by the config (position ids)
+        if missing or unexpected:
+            raise ConfigError(f"the model does not fill {type(reference).__name__}: missing {missing[:8]}, unexpected {unexpected[:8]}")
+        return reference.eval()
