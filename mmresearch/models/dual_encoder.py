@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from mmresearch.data.batch import ImageTextBatch
 from mmresearch.models.embedding_retrieval import EmbeddingRetrievalModule
+from mmresearch.modules.lock import lock_encoder
 from mmresearch.modules.objectives.base import Objective, StepOutputs
 from mmresearch.modules.objectives.contrastive import ContrastiveObjective, warn_unused_negatives
 from mmresearch.utils.errors import ConfigError
@@ -31,12 +32,19 @@ class Tower(nn.Module):
         encoder: a module with ``output_dim`` returning an ``EncoderOutput`` (``.pooled [N, D]``).
         head: a built head, or a partial taking ``in_dim`` (filled with the encoder's width).
         modality: the tower's name, for error messages (``model.towers.<modality>``).
+        lock: ``{unlocked_blocks, unlock_norms}`` (:func:`~mmresearch.modules.lock.lock_encoder`):
+            fine-tune only the encoder's last blocks; None or ``unlocked_blocks: null``: all of it.
     """
 
-    def __init__(self, encoder: nn.Module, head: HeadSpec, modality: str) -> None:
+    def __init__(self, encoder: nn.Module, head: HeadSpec, modality: str, lock: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__()
         self.modality = modality
         self.encoder = encoder
+        if lock:
+            unknown = set(lock) - {"unlocked_blocks", "unlock_norms"}
+            if unknown:
+                raise ConfigError(f"model.towers.{modality}.lock: unknown keys {sorted(unknown)}; expected unlocked_blocks, unlock_norms")
+            lock_encoder(encoder, lock.get("unlocked_blocks"), bool(lock.get("unlock_norms", False)), key=f"model.towers.{modality}.lock")
         in_dim = int(encoder.output_dim)
         if isinstance(head, nn.Module):
             got = getattr(head, "in_dim", None)
@@ -82,9 +90,9 @@ class DualEncoder(EmbeddingRetrievalModule):
         built = {}
         for modality, spec in dict(towers).items():
             spec = dict(spec or {})
-            if set(spec) != {"encoder", "head"}:
-                raise ConfigError(f"model.towers.{modality} needs exactly the keys encoder and head, got {sorted(spec)}")
-            built[modality] = Tower(spec["encoder"], spec["head"], modality)
+            if not {"encoder", "head"} <= set(spec) <= {"encoder", "head", "lock"}:
+                raise ConfigError(f"model.towers.{modality} takes the keys encoder, head and lock, got {sorted(spec)}")
+            built[modality] = Tower(spec["encoder"], spec["head"], modality, spec.get("lock"))
         self.towers = nn.ModuleDict(built)
         widths = {m: t.out_dim for m, t in self.towers.items() if t.out_dim is not None}
         if len(set(widths.values())) > 1:
