@@ -178,16 +178,21 @@ class MultimodalModule(L.LightningModule):
     # ---- optimisation ------------------------------------------------------------------
     def make_optimizer(self) -> torch.optim.Optimizer:
         """The optimizer of the trainable parameters: the partial ``optimizer`` called with
-        weight-decay groups (``split_weight_decay``); ``fused: auto`` resolved for the parameters'
+        weight-decay groups (``split_weight_decay``, split by :meth:`lr_scales`); ``fused: auto`` resolved for the parameters'
         device, and kept when a checkpoint of another setting is loaded (``mmresearch.optim.fused``)."""
-        weight_decay = 0.0
+        weight_decay, base_lr = 0.0, None
         if isinstance(self.optimizer_factory, partial):
             weight_decay = float(self.optimizer_factory.keywords.get("weight_decay", 0.0))
-        groups = split_weight_decay(self, weight_decay)
+            base_lr = self.optimizer_factory.keywords.get("lr")
+        groups = split_weight_decay(self, weight_decay, self.lr_scales(), base_lr)
         trainer = self._trainer
         fp16_clipping = trainer is not None and str(trainer.precision).startswith("16") and bool(trainer.gradient_clip_val)
         factory = resolve_fused(self.optimizer_factory, [p for g in groups for p in g["params"]], fp16_clipping)
         return keep_implementation_on_load(factory(groups))
+
+    def lr_scales(self) -> Dict[nn.Parameter, float]:
+        """Per-parameter learning-rate factors (layer-wise decay of a tower); none by default."""
+        return {}
 
     def configure_optimizers(self):
         optimizer = self.make_optimizer()

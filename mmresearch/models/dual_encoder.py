@@ -9,14 +9,14 @@ change here.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from mmresearch.data.batch import ImageTextBatch
 from mmresearch.models.embedding_retrieval import EmbeddingRetrievalModule
-from mmresearch.modules.lock import lock_encoder
+from mmresearch.modules.lock import layer_lr_scales, lock_encoder
 from mmresearch.modules.objectives.base import Objective, StepOutputs
 from mmresearch.modules.objectives.contrastive import ContrastiveObjective, warn_unused_negatives
 from mmresearch.utils.errors import ConfigError
@@ -34,12 +34,18 @@ class Tower(nn.Module):
         modality: the tower's name, for error messages (``model.towers.<modality>``).
         lock: ``{unlocked_blocks, unlock_norms}`` (:func:`~mmresearch.modules.lock.lock_encoder`):
             fine-tune only the encoder's last blocks; None or ``unlocked_blocks: null``: all of it.
+        lr_decay: layer-wise learning-rate decay of the encoder (:func:`~mmresearch.modules.lock.layer_lr_scales`;
+            e.g. 0.65); None: one learning rate. The head trains at the base rate.
     """
 
-    def __init__(self, encoder: nn.Module, head: HeadSpec, modality: str, lock: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, encoder: nn.Module, head: HeadSpec, modality: str, lock: Optional[Mapping[str, Any]] = None,
+                 lr_decay: Optional[float] = None) -> None:
         super().__init__()
         self.modality = modality
         self.encoder = encoder
+        self.lr_decay = lr_decay
+        if lr_decay is not None:
+            layer_lr_scales(encoder, lr_decay, key=f"model.towers.{modality}.lr_decay")  # checked now, used by the optimizer
         if lock:
             unknown = set(lock) - {"unlocked_blocks", "unlock_norms"}
             if unknown:
@@ -90,9 +96,9 @@ class DualEncoder(EmbeddingRetrievalModule):
         built = {}
         for modality, spec in dict(towers).items():
             spec = dict(spec or {})
-            if not {"encoder", "head"} <= set(spec) <= {"encoder", "head", "lock"}:
-                raise ConfigError(f"model.towers.{modality} takes the keys encoder, head and lock, got {sorted(spec)}")
-            built[modality] = Tower(spec["encoder"], spec["head"], modality, spec.get("lock"))
+            if not {"encoder", "head"} <= set(spec) <= {"encoder", "head", "lock", "lr_decay"}:
+                raise ConfigError(f"model.towers.{modality} takes the keys encoder, head, lock and lr_decay, got {sorted(spec)}")
+            built[modality] = Tower(spec["encoder"], spec["head"], modality, spec.get("lock"), spec.get("lr_decay"))
         self.towers = nn.ModuleDict(built)
         widths = {m: t.out_dim for m, t in self.towers.items() if t.out_dim is not None}
         if len(set(widths.values())) > 1:
@@ -123,6 +129,14 @@ class DualEncoder(EmbeddingRetrievalModule):
     @property
     def modalities(self) -> tuple:
         return tuple(self.towers)
+
+    def lr_scales(self) -> Dict[nn.Parameter, float]:
+        """The layer-wise learning-rate decay of the towers that have one (``model.towers.<m>.lr_decay``)."""
+        scales: Dict[nn.Parameter, float] = {}
+        for modality, tower in self.towers.items():
+            if tower.lr_decay is not None:
+                scales.update(layer_lr_scales(tower.encoder, tower.lr_decay, key=f"model.towers.{modality}.lr_decay"))
+        return scales
 
     def embed(self, modality: str, *inputs: Tensor) -> Tensor:
         """``[N, E]`` embeddings of ``modality``'s inputs through its tower."""

@@ -1,4 +1,6 @@
-"""Lock a tower for fine-tuning: no gradient to its encoder except its last blocks (open_clip's
+"""Fine-tuning a pretrained tower by depth: lock it except its last blocks, or decay its learning rate layer by layer.
+
+Lock a tower for fine-tuning: no gradient to its encoder except its last blocks (open_clip's
 ``--lock-image-unlocked-groups`` / ``--lock-text-unlocked-layers``), optionally with its norm
 layers and biases still trained (``--lock-image-freeze-bn-stats`` aside: running statistics are
 not touched here).
@@ -65,3 +67,24 @@ def lock_encoder(encoder: nn.Module, unlocked_blocks: Optional[int], unlock_norm
             if name.endswith("bias"):
                 p.requires_grad_(True)
     return sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+
+
+def layer_lr_scales(encoder: nn.Module, decay: float, key: str = "lr_decay") -> dict:
+    """Layer-wise learning-rate decay (BEiT, ELECTRA; open_clip fine-tuning recipes): ``{parameter:
+    scale}`` with ``decay ** depth``, depth 0 for the last block and what follows it (final norm,
+    projection), ``k`` for the ``k``-th block from the top, ``L`` (the number of blocks) for what
+    comes before the blocks (embeddings)."""
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+        raise ConfigError(f"{key} must be in (0, 1], got {decay!r}")
+    name, blocks = find_blocks(encoder)
+    if not blocks:
+        raise ConfigError(f"{key}={decay}: {type(encoder).__name__} has no list of blocks to decay over")
+    depth_of = {id(p): len(blocks) - 1 - i for i, block in enumerate(blocks) for p in block.parameters()}
+    scales, seen_blocks = {}, False
+    for _, p in encoder.named_parameters():
+        if id(p) in depth_of:
+            seen_blocks = True
+            scales[p] = float(decay) ** depth_of[id(p)]
+        else:  # before the blocks: the deepest; after them: like the last block
+            scales[p] = 1.0 if seen_blocks else float(decay) ** len(blocks)
+    return scales

@@ -68,3 +68,29 @@ def test_from_config_a_locked_tower_does_not_move():
     assert any(n.startswith("towers.text.head") for n in moved)  # the head is not part of the lock
     image = [n for n in moved if n.startswith("towers.image.encoder")]
     assert image and all(".blocks.0." not in n and "patch_embed" not in n for n in image)
+
+
+def test_layer_wise_lr_decay_scales_by_depth_from_the_top():
+    from mmresearch.modules.lock import layer_lr_scales
+
+    encoder = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32))
+    scales = {n: layer_lr_scales(encoder, 0.5)[p] for n, p in encoder.named_parameters()}
+    assert scales["embeddings.word_embeddings.weight"] == 0.125  # below every block: decay ** 3
+    assert scales["encoder.layer.0.output.dense.weight"] == 0.25 and scales["encoder.layer.2.output.dense.weight"] == 1.0
+    assert scales["pooler.dense.weight"] == 1.0  # after the blocks: as the top block
+    with pytest.raises(ConfigError, match=r"lr_decay must be in \(0, 1\]"):
+        layer_lr_scales(encoder, 1.5)
+
+
+def test_from_config_the_optimizer_gets_the_decayed_rates():
+    overrides = [*FAST, "image_encoder=vit_tiny", "model.towers.image.lr_decay=0.5", "optimizer.lr=0.01"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    model = build_model(cfg, build(cfg, "tokenizer"))
+    lr_of = {id(p): g["lr"] for g in model.make_optimizer().param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    depth = len(find_blocks(model.towers["image"].encoder)[1])
+    assert lr_of[id(named["towers.image.encoder.model.blocks.0.mlp.fc1.weight"])] == pytest.approx(0.01 * 0.5 ** (depth - 1))
+    assert lr_of[id(named[f"towers.image.encoder.model.blocks.{depth - 1}.mlp.fc1.weight"])] == pytest.approx(0.01)
+    assert lr_of[id(named["towers.image.head.proj.1.weight"])] == pytest.approx(0.01)
+    assert all(lr == pytest.approx(0.01) for n, p in named.items() if n.startswith("towers.text") for lr in [lr_of[id(p)]])
