@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from mmresearch.data.batch import ImageTextBatch
 from mmresearch.models.embedding_retrieval import EmbeddingRetrievalModule
 from mmresearch.modules.lock import layer_lr_scales, lock_encoder
+from mmresearch.modules.lora import add_lora
 from mmresearch.modules.objectives.base import Objective, StepOutputs
 from mmresearch.modules.objectives.contrastive import ContrastiveObjective, warn_unused_negatives
 from mmresearch.utils.errors import ConfigError
@@ -34,15 +35,19 @@ class Tower(nn.Module):
         modality: the tower's name, for error messages (``model.towers.<modality>``).
         lock: ``{unlocked_blocks, unlock_norms}`` (:func:`~mmresearch.modules.lock.lock_encoder`):
             fine-tune only the encoder's last blocks; None or ``unlocked_blocks: null``: all of it.
+        lora: ``{r, alpha, dropout, target_modules}``: LoRA adapters on the encoder's linear
+            layers (:func:`~mmresearch.modules.lora.add_lora`), the rest of the encoder frozen.
         lr_decay: layer-wise learning-rate decay of the encoder (:func:`~mmresearch.modules.lock.layer_lr_scales`;
             e.g. 0.65); None: one learning rate. The head trains at the base rate.
     """
 
     def __init__(self, encoder: nn.Module, head: HeadSpec, modality: str, lock: Optional[Mapping[str, Any]] = None,
-                 lr_decay: Optional[float] = None) -> None:
+                 lr_decay: Optional[float] = None, lora: Optional[Mapping[str, Any]] = None) -> None:
         super().__init__()
         self.modality = modality
         self.encoder = encoder
+        if lora:
+            add_lora(encoder, lora, key=f"model.towers.{modality}.lora")
         self.lr_decay = lr_decay
         if lr_decay is not None:
             layer_lr_scales(encoder, lr_decay, key=f"model.towers.{modality}.lr_decay")  # checked now, used by the optimizer
@@ -96,9 +101,9 @@ class DualEncoder(EmbeddingRetrievalModule):
         built = {}
         for modality, spec in dict(towers).items():
             spec = dict(spec or {})
-            if not {"encoder", "head"} <= set(spec) <= {"encoder", "head", "lock", "lr_decay"}:
-                raise ConfigError(f"model.towers.{modality} takes the keys encoder, head, lock and lr_decay, got {sorted(spec)}")
-            built[modality] = Tower(spec["encoder"], spec["head"], modality, spec.get("lock"), spec.get("lr_decay"))
+            if not {"encoder", "head"} <= set(spec) <= {"encoder", "head", "lock", "lr_decay", "lora"}:
+                raise ConfigError(f"model.towers.{modality} takes the keys encoder, head, lock, lr_decay and lora, got {sorted(spec)}")
+            built[modality] = Tower(spec["encoder"], spec["head"], modality, spec.get("lock"), spec.get("lr_decay"), spec.get("lora"))
         self.towers = nn.ModuleDict(built)
         widths = {m: t.out_dim for m, t in self.towers.items() if t.out_dim is not None}
         if len(set(widths.values())) > 1:

@@ -66,12 +66,13 @@ class PretrainedDualEncoder(DualEncoder):
         from transformers import AutoConfig, AutoModel
 
         from mmresearch.modules.encoders.paired import PARTS
+        from mmresearch.modules.lora import merged_state_dict
 
         reference = AutoModel.from_config(AutoConfig.from_pretrained(self.pretrained))
         state = {}
         for modality, (encoder_attr, projection_attr) in PARTS.items():
             encoder = self.towers[modality].encoder
-            state.update({f"{encoder_attr}.{k}": v for k, v in encoder.model.state_dict().items()})
+            state.update({f"{encoder_attr}.{k}": v for k, v in merged_state_dict(encoder.model).items()})  # LoRA merged in
             if isinstance(encoder.projection, torch.nn.Linear):
                 state.update({f"{projection_attr}.{k}": v for k, v in encoder.projection.state_dict().items()})
         objective = self.objectives[self.pair] if self.pair in self.objectives else None
