@@ -24,7 +24,7 @@ def _rank_results(rank: int) -> dict:
     from hydra import compose, initialize_config_dir
     from torch.nn.parallel import DistributedDataParallel
 
-    import mmresearch.models.albef as albef
+    import mmresearch.modules.objectives.itm as albef  # the ITM objective draws the negatives
     from mmresearch.models.builder import build_model
     from mmresearch.train import CONFIG_DIR
     from mmresearch.utils.instantiate import build

@@ -35,12 +35,12 @@ def _center_itm_scores(model, dm) -> None:
     whichever pairs are scored)."""
     import torch
 
-    from mmresearch.evaluation.compositionality import _caption_rows
+    from mmresearch.evaluation.compositionality import caption_rows
 
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     with torch.no_grad():
-        rows = _caption_rows(batch.image_ids, batch.text_image_ids)
+        rows = caption_rows(batch.image_ids, batch.text_image_ids)
         scores = model.itm_head.score(model.fused_pooled(batch.images[rows], batch.input_ids, batch.attention_mask))
         model.itm_head.fc.bias[1] -= scores.median()
 
