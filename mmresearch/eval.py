@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import hydra
 import lightning as L
@@ -24,6 +24,7 @@ from mmresearch.modules.encoders.compile import keep_eager
 from mmresearch.train import CONFIG_DIR, setup_run
 from mmresearch.models.builder import build_model
 from mmresearch.models.loading import load_model
+from mmresearch.models.wise_ft import interpolate_weights
 from mmresearch.utils.checkpoint import config_container, resolve_checkpoint_path
 from mmresearch.utils.command_line import checked_command_line, command_line_keys
 from mmresearch.utils.eval_config import eval_run_config
@@ -63,6 +64,33 @@ def baseline_model(cfg: DictConfig):
     return model.eval(), run_cfg, tokenizer
 
 
+def wise_ft_table(model, run_cfg: DictConfig, tokenizer, datamodule, trainer: L.Trainer, alphas) -> List[Dict[str, Any]]:
+    """WiSE-FT: the test metrics of ``(1 - alpha) * initial + alpha * fine-tuned`` weights for each
+    alpha (:func:`mmresearch.models.wise_ft.interpolate_weights`); the initial weights are the
+    run's model built again from its config (the pretrained checkpoint it started from)."""
+    if getattr(model, "pretrained", None) is None:
+        raise SystemExit(f"eval=wise_ft interpolates towards the pretrained checkpoint a run started from (model=clip); "
+                         f"this run's model ({type(model).__name__}) has none")
+    initial = build_model(run_cfg.copy(), tokenizer, datamodule, strict=False).state_dict()
+    finetuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rows = []
+    for alpha in alphas:
+        model.load_state_dict(interpolate_weights(initial, finetuned, float(alpha)))
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        rows.append({"alpha": float(alpha), "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}})
+    model.load_state_dict(finetuned)
+    return rows
+
+
+def format_wise_ft(rows: List[Dict[str, Any]]) -> str:
+    """The WiSE-FT table: one row per alpha, retrieval R@1 both ways and rsum."""
+    keys = [k for k in ("test/t2i_R@1", "test/i2t_R@1", "test/rsum") if all(k in r["metrics"] for r in rows)]
+    lines = ["WiSE-FT (alpha 0: the pretrained checkpoint, 1: the fine-tuned run)", "| alpha | " + " | ".join(k[5:] for k in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {r['alpha']:g} | " + " | ".join(f"{r['metrics'][k]:.4f}" for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def evaluate(cfg: DictConfig) -> Dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` (or, with none, the model of ``cfg.model`` as it is built);
     returns the test metrics."""
@@ -87,6 +115,9 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
     )
     trainer.test(model, datamodule=datamodule, verbose=False)  # the one table is the final one below
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    wise_ft = None
+    if (cfg.eval.get("wise_ft") or {}).get("enabled"):
+        wise_ft = wise_ft_table(model, run_cfg, tokenizer, datamodule, trainer, list(cfg.eval.wise_ft.alphas))
     export = cfg.eval.get("export") or {}
     exported: Optional[str] = None
     if export.get("enabled") and trainer.is_global_zero:
@@ -102,8 +133,10 @@ def evaluate(cfg: DictConfig) -> Dict[str, Any]:
             run_cfg,
             time.time() - started,
             extra={"checkpoint": str(path.resolve()) if path is not None else None, "model": source, "export_dir": exported,
-                   "eval_config": config_container(cfg)},
+                   "eval_config": config_container(cfg), **({"wise_ft": wise_ft} if wise_ft is not None else {})},
         )
+        if wise_ft is not None:
+            log.info("\n%s", format_wise_ft(wise_ft))
         log.info("\n%s", format_table(metrics, title=f"test metrics of {path.name if path is not None else source} ({result_path})"))
         log.info("%s", format_paths({"embeddings": exported, "log": log_files()}))
     return metrics

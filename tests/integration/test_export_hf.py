@@ -63,3 +63,25 @@ def test_evaluating_the_export_reproduces_the_checkpoints_metrics(exported, tmp_
     got = json.loads((tmp_path / "hf" / "results.json").read_text())["metrics"]
     keys = [k for k in want if k.startswith("test/") and ("R@" in k or "rsum" in k)]
     assert keys and {k: got[k] for k in keys} == {k: want[k] for k in keys}
+
+
+def test_wise_ft_table_runs_from_the_pretrained_checkpoint_to_the_run(exported, tmp_path):
+    """``eval=wise_ft``: alpha 1 is the run's own test, alpha 0 the pretrained checkpoint's
+    (``mmr-eval model=clip`` of it, no training)."""
+    run, _ = exported
+    common = ["precision=32-true", "trainer.enable_progress_bar=false", "num_threads=1"]
+    proc = run_cli([f"ckpt_path={run}", "eval=wise_ft", "eval.wise_ft.alphas=[0,0.5,1]", *common, f"hydra.run.dir={tmp_path / 'wise'}"],
+                   cwd=REPO, module="mmresearch.eval")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "| alpha | t2i_R@1 | i2t_R@1 | rsum |" in proc.stdout + proc.stderr
+    results = json.loads((tmp_path / "wise" / "results.json").read_text())
+    rows = {r["alpha"]: r["metrics"] for r in results["wise_ft"]}
+    assert set(rows) == {0.0, 0.5, 1.0}
+    pretrained = json.loads((run / "results.json").read_text())["config"]["model"]["pretrained"]
+    proc = run_cli(["model=clip", f"model.pretrained={pretrained}", *FAST[:5], *COMMON, *common, f"hydra.run.dir={tmp_path / 'base'}"],
+                   cwd=REPO, module="mmresearch.eval")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    base = json.loads((tmp_path / "base" / "results.json").read_text())["metrics"]
+    keys = [k for k in base if k.startswith("test/") and ("R@" in k or "rsum" in k)]
+    assert {k: rows[0.0][k] for k in keys} == {k: base[k] for k in keys}
+    assert {k: rows[1.0][k] for k in keys} == {k: results["metrics"][k] for k in keys}
