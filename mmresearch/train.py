@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import WeightAveraging
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -25,7 +26,7 @@ from omegaconf import DictConfig
 from mmresearch.callbacks.data_quality import DataQuality
 from mmresearch.callbacks.preemption import PreemptionCheckpoint
 from mmresearch.models.builder import build_model
-from mmresearch.utils.checkpoint import config_container
+from mmresearch.utils.checkpoint import config_container, load_checkpoint
 from mmresearch.utils.command_line import checked_command_line
 from mmresearch.utils.config_checks import check_config_values
 from mmresearch.utils.instantiate import build, build_dict
@@ -73,6 +74,23 @@ def setup_run(cfg: DictConfig) -> Path:
     return _output_dir(cfg)
 
 
+def test_averaged_and_trained(trainer: L.Trainer, model: L.LightningModule, datamodule: Any, ckpt: str) -> Dict[str, Any]:
+    """With weight averaging (``callbacks.ema``) a checkpoint's ``state_dict`` holds the averaged
+    weights and ``current_model_state`` the trained ones: both are tested, the averaged as
+    ``test/*`` (what the checkpoint gives ``mmr-eval``), the trained as ``test/trained/*``. The
+    weights are loaded here, not through ``ckpt_path`` (the averaging callback would load the
+    trained ones for both)."""
+    checkpoint = load_checkpoint(ckpt)
+    metrics: Dict[str, Any] = {}
+    for prefix, key in (("test/", "state_dict"), ("test/trained/", "current_model_state")):
+        if key not in checkpoint:
+            continue
+        model.load_state_dict(checkpoint[key])
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        metrics.update({prefix + k[len("test/"):]: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    return metrics
+
+
 def train(cfg: DictConfig) -> Dict[str, Any]:
     """Fit, test the best checkpoint and write ``results.json``; returns the test metrics."""
     started = time.time()
@@ -106,8 +124,11 @@ def train(cfg: DictConfig) -> Dict[str, Any]:
         # the best checkpoint by its path ("best" warns when several ModelCheckpoint callbacks exist);
         # verbose=False: the one table of the run is the final one below
         ckpt: Optional[str] = (trainer.checkpoint_callback.best_model_path or None) if trainer.checkpoint_callback else None
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-        metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        if ckpt and any(isinstance(c, WeightAveraging) for c in callbacks):
+            metrics.update(test_averaged_and_trained(trainer, model, datamodule, ckpt))
+        else:
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+            metrics.update({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics = {k: float(v) for k, v in metrics.items()}
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
