@@ -32,9 +32,19 @@ class PretrainedDualEncoder(DualEncoder):
         super().__init__(**kwargs)
         self.pretrained = str(pretrained)
         self.pair = pair
+        self._check_tokenizer_fits()
         if scale_from_checkpoint:
             self._start_from_checkpoint_scale(pair)
         release_paired_model()
+
+    def _check_tokenizer_fits(self) -> None:
+        """The data's tokenizer must not give ids beyond the text tower's embedding table."""
+        text = self.towers["text"].encoder if "text" in self.towers else None
+        rows = getattr(getattr(getattr(text, "model", None), "config", None), "vocab_size", None)
+        if self.tokenizer is not None and rows is not None and len(self.tokenizer) > int(rows):
+            source = getattr(self.tokenizer, "name_or_path", "") or type(self.tokenizer).__name__
+            raise ConfigError(f"the tokenizer ({source}) has {len(self.tokenizer)} tokens but the text tower of model.pretrained="
+                              f"{self.pretrained} has {rows} embedding rows: use its own tokenizer (tokenizer=from_model)")
 
     @torch.no_grad()
     def _start_from_checkpoint_scale(self, pair: str) -> None:

@@ -109,3 +109,16 @@ def test_siglip_needs_the_siglip_loss(tmp_path):
     cfg = _cfg("clip", path)
     with pytest.raises(ConfigError, match="SigLIP-style checkpoint .* train it with loss=siglip"):
         build_model(cfg, build(cfg, "tokenizer"))
+
+
+def test_a_tokenizer_larger_than_the_text_tower_is_refused(checkpoint):
+    kind, path = checkpoint
+    class AnotherTokenizer:  # e.g. bert-base-uncased's 30,522 tokens for a tower of 312 rows
+        name_or_path = "bert-base-uncased"
+
+        def __len__(self):
+            return 30522
+
+    cfg = _cfg(kind, path)
+    with pytest.raises(ConfigError, match=r"the tokenizer \(bert-base-uncased\) has 30522 tokens but the text tower of model\.pretrained=.* has 312 embedding rows"):
+        build_model(cfg, AnotherTokenizer())
