@@ -122,3 +122,11 @@ def test_a_tokenizer_larger_than_the_text_tower_is_refused(checkpoint):
     cfg = _cfg(kind, path)
     with pytest.raises(ConfigError, match=r"the tokenizer \(bert-base-uncased\) has 30522 tokens but the text tower of model\.pretrained=.* has 312 embedding rows"):
         build_model(cfg, AnotherTokenizer())
+
+
+def test_the_towers_start_in_training_mode(checkpoint):
+    """``from_pretrained`` returns a model in eval mode; a tower must not train with its dropout off."""
+    kind, path = checkpoint
+    cfg = _cfg(kind, path)
+    model = build_model(cfg, build(cfg, "tokenizer"))
+    assert all(m.training for m in model.towers.modules())

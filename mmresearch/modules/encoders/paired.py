@@ -75,6 +75,7 @@ class PairedTowerEncoder(nn.Module):
         else:  # SigLIP: the pooled state of the encoder's own head
             self.output_dim = int(self.model.config.hidden_size)
         self.token_dim = int(self.model.config.hidden_size)
+        self.train()  # from_pretrained returns eval mode: Lightning would train with dropout off
         if freeze:
             self.requires_grad_(False)
 
