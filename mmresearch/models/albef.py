@@ -43,7 +43,7 @@ from mmresearch.modules.fusions import cross_attention
 from mmresearch.modules.fusions.cross_attention import CrossAttentionFusion, load_bert_layer
 from mmresearch.modules.heads import ProjectionHead
 from mmresearch.modules.momentum import MomentumCopy
-from mmresearch.modules.objectives.base import Objective, StepOutputs
+from mmresearch.modules.objectives.base import Objective, StepOutputs, trained_objectives
 from mmresearch.modules.queues import FeatureQueue
 from mmresearch.utils.errors import ConfigError
 
@@ -104,7 +104,7 @@ class ALBEF(FusedVisionLanguageModule):
         init_from_min_share: float = 0.5,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer, retrieval=retrieval)
-        active = {name: obj for name, obj in dict(objectives or {}).items() if obj is not None and obj.weight > 0}
+        active = trained_objectives(objectives)
         self.distill_cfg = checked_options(distill, ("alpha", "warmup_steps"), "model.distill")
         alpha = self.distill_cfg["alpha"]
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:

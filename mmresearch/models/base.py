@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from mmresearch.data.batch import ImageTextBatch
 from mmresearch.evaluation.compositionality import CompositionalityMetric
 from mmresearch.modules.encoders.compile import compile_encoders
-from mmresearch.modules.objectives.base import Objective, StepOutputs, weighted_sum
+from mmresearch.modules.objectives.base import Objective, StepOutputs, trained_objectives, weighted_sum
 from mmresearch.optim.fused import keep_implementation_on_load, resolve_fused
 from mmresearch.optim.param_groups import split_weight_decay
 from mmresearch.utils.checkpoint import CONFIG_KEY
@@ -67,7 +67,7 @@ class MultimodalModule(L.LightningModule):
         """Train ``objectives`` (name -> :class:`Objective`; weight 0 or None: not trained), in
         config order; each checks that this model has what it needs (:meth:`Objective.attach`)."""
         given = dict(objectives or {})
-        active = {name: obj for name, obj in given.items() if obj is not None and getattr(obj, "weight", 1.0) > 0}
+        active = trained_objectives(given)
         if not active:
             raise ConfigError(f"model.objectives: {type(self).__name__} needs at least one objective with a weight > 0 "
                               f"(got {', '.join(given) or 'none'}, all of weight 0 or null)")

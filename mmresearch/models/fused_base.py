@@ -176,7 +176,7 @@ class FusedVisionLanguageModule(MultimodalModule):
             return "first_stage"
         if not self._said_no_retrieval:
             self._said_no_retrieval = True
-            if self._rank_and_world()[0] == 0:
+            if world_info()[0] == 0:
                 log.warning("model.retrieval.enabled=true, but no retrieval is reported: the ITM head is not trained "
                             "(model.objectives.itm.weight=0) and there is no first stage (model.retrieval.first_stage=%s%s)", choice,
                             " without contrastive embeddings" if choice == "self" else "")
@@ -225,13 +225,9 @@ class FusedVisionLanguageModule(MultimodalModule):
         return (txt @ img.T).cpu()
 
     # -- the split's metrics, sharded over the DDP ranks -------------------------------------------
-    @staticmethod
-    def _rank_and_world() -> tuple[int, int]:
-        return world_info()
-
     def _sum_over_ranks(self, t: Tensor) -> Tensor:
         """``t`` summed over the DDP ranks (itself on one process); on the CPU."""
-        if self._rank_and_world()[1] == 1:
+        if world_info()[1] == 1:
             return t
         t = t.to(self.device)
         torch.distributed.all_reduce(t)
@@ -241,7 +237,7 @@ class FusedVisionLanguageModule(MultimodalModule):
         """``[P]`` scores of the pairs ``(image_rows [P], text_rows [P])``: each rank fuses every
         ``world``-th batch of ``retrieval.batch_size`` pairs, so the batches (and scores) are
         the same on any number of ranks."""
-        rank, world = self._rank_and_world()
+        rank, world = world_info()
         n = int(self.retrieval_cfg["batch_size"])
         scores = torch.zeros(image_rows.numel())
         for k, start in enumerate(range(0, image_rows.numel(), n)):
@@ -266,7 +262,7 @@ class FusedVisionLanguageModule(MultimodalModule):
 
     def _fused_retrieval(self, pairs: EvalPairs, first: Optional[Tensor], scorer: PairScorer) -> Dict[str, float]:
         """First stage + ITM rerank over the collected split, sharded over the DDP ranks."""
-        rank, world = self._rank_and_world()
+        rank, world = world_info()
         result = fused_retrieval(
             scorer,
             num_images=pairs.images.shape[0],

@@ -30,7 +30,7 @@ from mmresearch.models.fused_base import FusedVisionLanguageModule
 from mmresearch.modules.fusion_heads import ITMHead, MLMHead, VQAHead
 from mmresearch.modules.fusions.single_stream import SingleStreamEncoder
 from mmresearch.modules.heads import ProjectionHead
-from mmresearch.modules.objectives.base import Objective, StepOutputs
+from mmresearch.modules.objectives.base import Objective, StepOutputs, trained_objectives
 from mmresearch.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class ViLT(FusedVisionLanguageModule):
         init_from_min_share: float = 0.5,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler, tokenizer=tokenizer, retrieval=retrieval)
-        active = {name for name, obj in dict(objectives or {}).items() if obj is not None and obj.weight > 0}
+        active = trained_objectives(objectives)
         for key, enc in (("image_encoder", image_encoder), ("text_encoder", text_encoder)):
             if getattr(enc, "compile_options", None) is not None:  # the joint stack takes their parts, not them
                 raise ConfigError(f"{key}.compile=true has no effect in model=vilt (one joint stack is built from the "

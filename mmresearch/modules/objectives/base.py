@@ -86,6 +86,12 @@ class Objective(nn.Module):
         raise NotImplementedError
 
 
+def trained_objectives(objectives: Optional[Mapping[str, Any]]) -> Dict[str, "Objective"]:
+    """The objectives of ``objectives`` (name -> Objective or None) that are trained: not None and
+    of weight > 0, in their order."""
+    return {name: obj for name, obj in dict(objectives or {}).items() if obj is not None and getattr(obj, "weight", 1.0) > 0}
+
+
 def weighted_sum(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
     """The training loss: ``sum_k weights[k] * terms[k]`` over the objectives, in the order of
     ``weights`` (the config's). Every objective must have returned its term."""
